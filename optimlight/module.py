@@ -1,0 +1,81 @@
+"""The image classifier LightningModule: loss, metrics and logging; optimizers come from the plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from optimlight.plugin import configure_optimizers
+
+
+class Classifier(L.LightningModule):
+    """Cross-entropy classification of `net`'s logits.
+
+    Epoch metrics (`train/loss`, `train/acc`, `val/*`, `test/*`) accumulate on the device in torchmetrics objects
+    and sync once per epoch; `train/loss_step` is the raw step loss, written every `log_every_n_steps`.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Mapping,
+        scheduler: Mapping | None = None,
+        num_classes: int = 10,
+        label_smoothing: float = 0.0,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # keyed "<split>_loss" / "<split>_acc": a ModuleDict key may not shadow nn.Module.train
+        self.metrics = nn.ModuleDict()
+        for split in ("train", "val", "test"):
+            self.metrics[f"{split}_loss"] = MeanMetric()
+            self.metrics[f"{split}_acc"] = MulticlassAccuracy(num_classes)
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # a resumed run keeps its best so far
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def _step(self, batch, split: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.criterion(logits, y)
+        loss_metric, acc_metric = self.metrics[f"{split}_loss"], self.metrics[f"{split}_acc"]
+        loss_metric.update(loss.detach())
+        acc_metric.update(logits.detach(), y)
+        self.log(f"{split}/loss", loss_metric, on_step=False, on_epoch=True)
+        self.log(f"{split}/acc", acc_metric, on_step=False, on_epoch=True, prog_bar=split == "val")
+        return loss
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # the sanity check's accuracy is no result
+
+    def training_step(self, batch, batch_idx):
+        loss = self._step(batch, "train")
+        self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best.update(self.metrics["val_acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler)

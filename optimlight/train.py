@@ -1,0 +1,100 @@
+"""One training run from a composed config: validate, build, fit, test the best checkpoint, write results.json.
+
+`main` is the Hydra entry point shared by `python train.py` and the `optimlight-train` console script.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from optimlight.callbacks import EpochTimer
+from optimlight.errors import ConfigError, DataError
+from optimlight.loggers import build_loggers, write_results
+from optimlight.module import Classifier
+from optimlight.validate import validate
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def config_choices() -> dict:
+    """The option chosen in each config group (`optimizer: adamw`, ...), Hydra's own groups left out."""
+    choices = HydraConfig.get().runtime.choices
+    return {group: choice for group, choice in choices.items() if not group.startswith("hydra/")}
+
+
+def build_callbacks(cfg: DictConfig, interactive: bool) -> tuple[list[L.Callback], EpochTimer]:
+    """The `callbacks` group's entries; the progress bar only on a terminal, a plain epoch line otherwise."""
+    callbacks = [
+        instantiate(node)
+        for name, node in (cfg or {}).items()
+        if node and node.get("_target_") and (interactive or name != "progress_bar")
+    ]
+    timer = EpochTimer(print_epochs=not interactive)
+    return callbacks + [timer], timer
+
+
+def build_module(cfg: DictConfig) -> Classifier:
+    """The classifier for the composed config: the `model` network, the `optimizer`/`scheduler` nodes as dicts."""
+    return Classifier(
+        instantiate(cfg.model),
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        **cfg.module,
+    )
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Train and test one configuration; return `val/acc_best` (what a sweeper maximizes)."""
+    validate(cfg)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg)
+    interactive = sys.stdout.isatty()
+    callbacks, timer = build_callbacks(cfg.callbacks, interactive)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg.logger) or False, enable_progress_bar=interactive
+    )
+    status, metrics = "failed", {}
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        metrics.update(trainer.callback_metrics)  # testing replaces callback_metrics: keep val/acc_best
+        trainer.test(module, datamodule=datamodule, ckpt_path="best" if trainer.checkpoint_callback else None)
+        metrics.update(trainer.callback_metrics)
+        status = "completed"
+    finally:
+        if trainer.is_global_zero:
+            write_results(
+                out_dir / "results.json",
+                metrics or trainer.callback_metrics,
+                timer.epoch_times,
+                config_choices(),
+                status,
+                best_checkpoint=getattr(trainer.checkpoint_callback, "best_model_path", None) or None,
+            )
+    best = metrics.get("val/acc_best")
+    return None if best is None else float(best)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """Run, turning a bad config value or missing data into one line on stderr and exit code 2.
+
+    In a multirun the error is raised instead, so the sweep records the job as failed and goes on.
+    """
+    try:
+        return run(cfg)
+    except (ConfigError, DataError) as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
