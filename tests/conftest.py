@@ -1,0 +1,69 @@
+"""Shared fixtures: compose the real Hydra config in-process and run it, without a subprocess per test."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from optimlight.train import CONFIG_DIR, run
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("OPTIMLIGHT_DATA_DIR", REPO.parent / "shared" / "data"))
+#: Overrides that make a run take seconds: a few batches of real data, one epoch.
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=8",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.num_sanity_val_steps=0",
+    "logger=csv",
+]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        pytest.fail(f"Fashion-MNIST not found under {DATA_DIR}; set OPTIMLIGHT_DATA_DIR")
+    return DATA_DIR
+
+
+def compose_config(overrides: list[str], run_dir: Path):
+    """The config `python train.py <overrides>` would run, with Hydra's runtime set to `run_dir`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def compose_cfg(tmp_path, data_dir):
+    """`compose_cfg(overrides)` -> composed config whose run dir is a fresh temporary folder, real data."""
+
+    def _compose(overrides=(), run_dir: Path | None = None):
+        return compose_config([f"data.data_dir={data_dir}", *overrides], run_dir or tmp_path / "run")
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def train_run(compose_cfg):
+    """`train_run(overrides)` -> (config, results.json as a dict) of an in-process run with TINY limits first."""
+
+    def _run(overrides=(), run_dir: Path | None = None):
+        cfg = compose_cfg([*TINY, *overrides], run_dir)
+        run(cfg)
+        return cfg, json.loads((Path(cfg.hydra.runtime.output_dir) / "results.json").read_text())
+
+    return _run
