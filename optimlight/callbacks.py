@@ -33,7 +33,7 @@ class EpochTimer(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._stop_clock()  # epochs without validation stop here
-        pl_module.log("train/epoch_time", self.epoch_times[-1], on_step=False, on_epoch=True)
+        pl_module.log("train/epoch_time", self.epoch_times[-1], on_step=False, on_epoch=True, sync_dist=True)
         if self.print_epochs and trainer.is_global_zero:
             shown = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
             line = "  ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items()))

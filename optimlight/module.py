@@ -12,6 +12,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from optimlight.plugin import configure_optimizers
 
+#: What the classifier logs while fitting, so what a scheduler or callback can monitor (test/* come after fit).
+LOGGED_METRICS = ("train/loss", "train/acc", "train/loss_step", "val/loss", "val/acc", "val/acc_best")
+
 
 class Classifier(L.LightningModule):
     """Cross-entropy classification of `net`'s logits.
@@ -72,10 +75,19 @@ class Classifier(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         self.val_acc_best.update(self.metrics["val_acc"].compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
+
+    @property
+    def lr(self) -> float | None:
+        """The optimizer node's lr: what Lightning's LR finder (`Tuner.lr_find(attr_name="lr")`) reads and sets."""
+        return self.hparams.optimizer.get("lr")
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.hparams.optimizer["lr"] = value
 
     def configure_optimizers(self):
         return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler)

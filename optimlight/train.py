@@ -20,6 +20,7 @@ from optimlight.callbacks import EpochTimer
 from optimlight.errors import ConfigError, DataError
 from optimlight.loggers import build_loggers, write_results
 from optimlight.module import Classifier
+from optimlight.tune import tune
 from optimlight.validate import validate
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -64,11 +65,15 @@ def run(cfg: DictConfig) -> float | None:
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg.logger) or False, enable_progress_bar=interactive
     )
+    if not tune(cfg.get("tune"), trainer, module, datamodule, out_dir):
+        return None  # tune=lr_find without apply: lr_find.json is the result
     status, metrics = "failed", {}
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         metrics.update(trainer.callback_metrics)  # testing replaces callback_metrics: keep val/acc_best
-        trainer.test(module, datamodule=datamodule, ckpt_path="best" if trainer.checkpoint_callback else None)
+        # the best checkpoint if one was saved; else the final weights (callbacks=swa saves none: save_top_k 0)
+        saved_best = getattr(trainer.checkpoint_callback, "best_model_path", None)
+        trainer.test(module, datamodule=datamodule, ckpt_path="best" if saved_best else None)
         metrics.update(trainer.callback_metrics)
         status = "completed"
     finally:

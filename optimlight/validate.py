@@ -8,9 +8,12 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from optimlight.data import check_data_args
+from optimlight.ema import check_averaging
 from optimlight.errors import ConfigError
+from optimlight.module import LOGGED_METRICS
 from optimlight.optim import check_optimizer
 from optimlight.schedulers import check_scheduler
+from optimlight.tune import check_tune
 
 PRECISIONS = ("64-true", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", 64, 32)
 
@@ -33,4 +36,7 @@ def validate(cfg: DictConfig) -> None:
     check_trainer(cfg.trainer)
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
     check_optimizer(optimizer, precision=str(cfg.trainer.get("precision", "32-true")))
-    check_scheduler(OmegaConf.to_container(cfg.scheduler, resolve=True), optimizer)
+    scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
+    check_scheduler(scheduler, optimizer, trainer=cfg.trainer, logged_metrics=LOGGED_METRICS)
+    check_averaging(cfg.callbacks or {})
+    check_tune(cfg.get("tune"))
