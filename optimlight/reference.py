@@ -23,7 +23,7 @@ from optimlight.errors import ConfigError
 
 
 def _signed_grad(grad: Tensor, param: Tensor, weight_decay: float, maximize: bool) -> Tensor:
-    """g_t = (-)∇f(θ_{t-1}) + λθ_{t-1}: the sign for maximize, then coupled (L2) weight decay, as every seed writes it."""
+    """g_t = (-)∇f(θ_{t-1}) + λθ_{t-1}: the sign for maximize, then coupled (L2) weight decay, as the seeds write it."""
     g = -grad if maximize else grad
     return g.add(param, alpha=weight_decay) if weight_decay else g
 
@@ -31,7 +31,7 @@ def _signed_grad(grad: Tensor, param: Tensor, weight_decay: float, maximize: boo
 class _FirstOrder:
     """Parameters updated in place from one gradient each; `state[i]` is parameter i's state, `t` the step count.
 
-    A subclass gives `_init_state(param) -> dict` (if it keeps state) and `_update(param, grad, state)`, step t's rule."""
+    A subclass gives `_update(param, grad, state)`, step t's rule, and `_init_state(param)` if it keeps state."""
 
     def __init__(self, params: Sequence[Tensor]):
         self.params = list(params)
@@ -47,7 +47,6 @@ class _FirstOrder:
         self.t += 1
         for param, grad, state in zip(self.params, grads, self.state, strict=True):
             self._update(param, grad, state)
-
 
 
 class SGD(_FirstOrder):
@@ -103,15 +102,16 @@ class ASGD(_FirstOrder):
 
 
 class Adagrad(_FirstOrder):
-    """γ̃_t = γ/(1 + (t-1)η),  G_t = G_{t-1} + g_t² (G_0 = initial_accumulator_value),  θ_t = θ_{t-1} - γ̃_t g_t/(√G_t + ε).
+    """γ̃_t = γ/(1 + (t-1)η),  G_t = G_{t-1} + g_t² (G_0 = initial_accumulator_value),
+    θ_t = θ_{t-1} - γ̃_t g_t/(√G_t + ε).
 
     As seed 000 and torch. Differs from seed 003, which writes √(G_t + ε) with ε = 1e-8: torch adds ε = 1e-10
     outside the root."""
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
                  maximize=False):
-        self.lr, self.lr_decay, self.eps = lr, lr_decay, eps
-        self.initial_accumulator_value, self.weight_decay, self.maximize = initial_accumulator_value, weight_decay, maximize
+        self.lr, self.lr_decay, self.initial_accumulator_value, self.eps = lr, lr_decay, initial_accumulator_value, eps
+        self.weight_decay, self.maximize = weight_decay, maximize
         super().__init__(params)
 
     def _init_state(self, param):
@@ -125,7 +125,8 @@ class Adagrad(_FirstOrder):
 
 
 class Adadelta(_FirstOrder):
-    """v_t = ρv_{t-1} + (1-ρ)g_t²,  Δ_t = √(u_{t-1} + ε)/√(v_t + ε)·g_t,  u_t = ρu_{t-1} + (1-ρ)Δ_t²,  θ_t = θ_{t-1} - γΔ_t.
+    """v_t = ρv_{t-1} + (1-ρ)g_t²,  Δ_t = √(u_{t-1} + ε)/√(v_t + ε)·g_t,  u_t = ρu_{t-1} + (1-ρ)Δ_t²,
+    θ_t = θ_{t-1} - γΔ_t.
 
     As seed 000 and torch, ε inside both roots. Zeiler's Adadelta has no learning rate; torch (and seed 000)
     scale Δ_t by γ, whose default 1.0 gives the paper's rule."""
@@ -266,7 +267,8 @@ class _Trial(NamedTuple):
 
 def _cubic_minimum(a: _Trial, b: _Trial, bounds: tuple[float, float] | None = None) -> float:
     """Minimiser of the cubic through (t, f, f') at a and b, clamped to bounds (default: between a.t and b.t);
-    the bounds' midpoint when that cubic has no minimum. torch's port of minFunc's polyinterp."""
+    the bounds' midpoint when that cubic has no minimum. torch's port of minFunc's polyinterp, in plain float
+    division: torch's float / tensor multiplies by a reciprocal instead, so the two can differ in the last bit."""
     lo, hi = bounds if bounds is not None else sorted((a.t, b.t))
     if a.t > b.t:
         a, b = b, a
