@@ -115,18 +115,26 @@ class TensorBatches:
 
     Shuffling is a permutation seeded by (seed, epoch); under DDP each rank takes every world_size-th index of
     the padded permutation, as DistributedSampler does. `sampler.set_epoch` is what Lightning calls each epoch.
+    `state_dict`/`load_state_dict` (Lightning saves them in checkpoints) let a run resumed mid-epoch continue at
+    the next batch; augmentation draws from a generator seeded per batch, so resumed batches are the same too.
     """
 
     def __init__(self, x, y, batch_size, shuffle=False, augment=False, seed=0, rank=0, world_size=1, drop_last=False):
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.augment, self.seed = batch_size, shuffle, augment, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
-        self.epoch = 0
+        self.epoch, self.position, self._resume_at = 0, 0, 0
         self.sampler = self  # Lightning calls `dataloader.sampler.set_epoch(epoch)` at each epoch start
         self.batch_sampler = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self._resume_at = state["epoch"], state["position"]
 
     def _indices(self) -> torch.Tensor:
         n = len(self.x)
@@ -145,11 +153,15 @@ class TensorBatches:
 
     def __iter__(self):
         order = self._indices().to(self.x.device)
-        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * (self.epoch + 1) + self.rank)
-        for i in range(len(self)):
+        start, self._resume_at = self._resume_at, 0
+        for i in range(start, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             xb = self.x[idx]
-            yield (augment_batch(xb, generator) if self.augment else xb), self.y[idx]
+            if self.augment:
+                key = ((self.seed * 10_007 + self.epoch) * 1_000_003 + i) * 97 + self.rank
+                xb = augment_batch(xb, torch.Generator().manual_seed(key))
+            self.position = i + 1
+            yield xb, self.y[idx]
 
 
 class FashionMNISTDataModule(L.LightningDataModule):

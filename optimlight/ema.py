@@ -1,9 +1,9 @@
-"""Weight averaging for evaluation: an exponential moving average of the parameters (`callbacks=ema`), and the
+"""Weight averaging for evaluation: an exponential moving average of the parameters (`averaging=ema`), and the
 config checks of the averaging callbacks (`callbacks.ema`, `callbacks.swa`).
 
-Built on Lightning's `EMAWeightAveraging`: the average lives in a `torch.optim.swa_utils.AveragedModel`, every
-checkpoint stores it as `state_dict` (the raw weights under `current_model_state`, the update count under
-`averaging_state`) and a resumed fit restores both.
+Built on Lightning's `WeightAveraging`, as its `EMAWeightAveraging` is: the average lives in a
+`torch.optim.swa_utils.AveragedModel`, every checkpoint stores it as `state_dict` (the raw weights under
+`current_model_state`, the update count under `averaging_state`) and a resumed fit restores both.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torchmetrics.classification import MulticlassAccuracy
@@ -31,8 +31,10 @@ def warmup_decay(decay: float, num_updates: int) -> float:
     return min(decay, (1 + num_updates) / (10 + num_updates))
 
 
-def warmup_ema_multi_avg_fn(decay: float):
-    """`AveragedModel`'s `multi_avg_fn` for an EMA whose decay warms up as `warmup_decay` says."""
+def ema_multi_avg_fn(decay: float, warmup: bool):
+    """`AveragedModel`'s `multi_avg_fn` for an EMA with a fixed decay, or one that warms up as `warmup_decay` says."""
+    if not warmup:
+        return get_ema_multi_avg_fn(decay)
 
     def update(ema_params, params, num_averaged: torch.Tensor) -> None:
         get_ema_multi_avg_fn(warmup_decay(decay, int(num_averaged)))(ema_params, params, num_averaged)
@@ -40,7 +42,7 @@ def warmup_ema_multi_avg_fn(decay: float):
     return update
 
 
-class EMA(EMAWeightAveraging):
+class EMA(WeightAveraging):
     """theta_ema <- decay * theta_ema + (1 - decay) * theta after every `update_every_n_steps`-th optimizer step.
 
     The first update copies the weights. Validation runs on the raw weights, so `val/acc` means the same with and
@@ -56,13 +58,16 @@ class EMA(EMAWeightAveraging):
         update_starting_at_step: int | None = None,
         num_classes: int = 10,
     ):
-        super().__init__(
-            decay=decay,
-            update_every_n_steps=update_every_n_steps,
-            update_starting_at_step=update_starting_at_step,
-            **({"multi_avg_fn": warmup_ema_multi_avg_fn(decay)} if warmup else {}),  # takes precedence over avg_fn
-        )
+        super().__init__(multi_avg_fn=ema_multi_avg_fn(decay, warmup))
+        self.update_every_n_steps = update_every_n_steps
+        self.update_starting_at_step = update_starting_at_step or 0
         self.val_accuracy = MulticlassAccuracy(num_classes)
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        """After optimizer steps (0-based) from `update_starting_at_step` on, every `update_every_n_steps`-th."""
+        if step_idx is None:
+            return False
+        return step_idx >= self.update_starting_at_step and step_idx % self.update_every_n_steps == 0
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)

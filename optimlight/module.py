@@ -31,6 +31,7 @@ class Classifier(L.LightningModule):
         num_classes: int = 10,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
+        skip_nonfinite_loss: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
@@ -53,6 +54,8 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self.criterion(logits, y)
+        if split == "train" and self.hparams.skip_nonfinite_loss and not torch.isfinite(loss):
+            return None  # Lightning skips backward and the optimizer step (one host sync per step, opt-in)
         loss_metric, acc_metric = self.metrics[f"{split}_loss"], self.metrics[f"{split}_acc"]
         loss_metric.update(loss.detach())
         acc_metric.update(logits.detach(), y)
@@ -65,7 +68,8 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self._step(batch, "train")
-        self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
+        if loss is not None:
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch, batch_idx):

@@ -9,12 +9,15 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import inspect
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
 from optimlight.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: Keys of an optimizer node that the plugin reads; every other key goes to the optimizer's constructor.
 PLUGIN_KEYS = ("_target_", "no_decay")
@@ -34,6 +37,10 @@ NO_DECAY_KINDS = {
     "1d": "every parameter with one dimension or fewer",
 }
 GLOB_CHARS = "*?["
+#: Optimizers whose step re-evaluates the loss through the closure: torch allows them a single parameter group
+#: (and they have no weight decay), and AMP's gradient scaler cannot drive them.
+CLOSURE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.LBFGS,)
+MIXED_PRECISIONS = ("16-mixed", "bf16-mixed", "16", "bf16")
 
 
 def to_dict(node) -> dict:
@@ -88,6 +95,9 @@ def optimizer_kwargs(cfg: Mapping) -> dict:
 
 def split_no_decay(rules: Iterable[str]) -> tuple[set[str], list[str]]:
     """`no_decay` entries -> (kinds, glob patterns); a bare word that is no known kind is an error, not a glob."""
+    allowed = ", ".join(NO_DECAY_KINDS) + " or a glob pattern on parameter names (with * ? [)"
+    if isinstance(rules, (str, bytes)) or not isinstance(rules, Iterable):
+        raise ConfigError("optimizer.no_decay", rules, f"a list of: {allowed}")  # a string would split into letters
     kinds, patterns = set(), []
     for rule in rules:
         if any(c in str(rule) for c in GLOB_CHARS):
@@ -95,7 +105,6 @@ def split_no_decay(rules: Iterable[str]) -> tuple[set[str], list[str]]:
         elif rule in NO_DECAY_KINDS:
             kinds.add(rule)
         else:
-            allowed = ", ".join(NO_DECAY_KINDS) + " or a glob pattern on parameter names (with * ? [)"
             raise ConfigError("optimizer.no_decay", rule, allowed)
     return kinds, patterns
 
@@ -109,13 +118,18 @@ def _excluded_by_kind(module: nn.Module, param_name: str, param: torch.Tensor, k
     )
 
 
+def trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of every parameter that trains: frozen ones left out, a tied one once (its first name)."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
 def no_decay_names(model: nn.Module, no_decay: Iterable[str] = ("bias", "norm")) -> set[str]:
     """Names (as `model.named_parameters()` gives them) of the trainable parameters that get no weight decay.
 
     A tied parameter is excluded when any module that owns it, or any of its names, matches a rule.
     """
     kinds, patterns = split_no_decay(no_decay)
-    canonical = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
+    canonical = {id(p): name for name, p in trainable(model)}
     excluded = set()
     for module_name, module in model.named_modules(remove_duplicate=False):
         for param_name, param in module.named_parameters(recurse=False):
@@ -134,12 +148,13 @@ def param_groups(
 ) -> list[dict]:
     """Trainable parameters split into a `decay` group and a `no_decay` group (weight_decay=0).
 
-    Frozen parameters are left out, tied parameters appear once, empty groups are dropped. `params` holds
-    (name, tensor) pairs, which torch.optim keeps as the group's `param_names`; `name` labels the group for
-    LearningRateMonitor and the audit.
+    The split does not depend on the value of `weight_decay`, so a sweep over it (0 included) logs the same
+    group names. Frozen parameters are left out, tied parameters appear once, empty groups are dropped.
+    `params` holds (name, tensor) pairs, which torch.optim keeps as the group's `param_names`; `name` labels the
+    group for LearningRateMonitor (`lr-AdamW/decay`) and the audit.
     """
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    skip = no_decay_names(model, no_decay) if weight_decay else set()
+    named = trainable(model)
+    skip = no_decay_names(model, no_decay)
     groups = [
         {"name": "decay", "weight_decay": weight_decay, "params": [(n, p) for n, p in named if n not in skip]},
         {"name": "no_decay", "weight_decay": 0.0, "params": [(n, p) for n, p in named if n in skip]},
@@ -154,18 +169,47 @@ def build_optimizer(model: nn.Module, cfg: Mapping) -> torch.optim.Optimizer:
     """The optimizer of the node `{_target_: torch.optim.X, <constructor args>, no_decay: [...]}` over `model`."""
     cfg = to_dict(cfg)
     cls, kwargs = optimizer_class(cfg), optimizer_kwargs(cfg)
-    groups = param_groups(model, kwargs.get("weight_decay", 0.0) or 0.0, cfg.get("no_decay", ()))
+    if issubclass(cls, CLOSURE_OPTIMIZERS):
+        log.warning("%s takes a single parameter group: weight-decay grouping (no_decay) skipped", cls.__name__)
+        return cls([{"name": "all", "params": trainable(model)}], **kwargs)
+    default_decay = getattr(constructor_args(cls).get("weight_decay"), "default", 0.0)  # AdamW's is 0.01
+    groups = param_groups(model, kwargs.get("weight_decay", default_decay), cfg.get("no_decay", ("bias", "norm")))
     return cls(groups, **kwargs)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+#: constructor argument -> (test of a value, what is allowed); checked for every optimizer that has the argument.
+VALUE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "lr": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "eps": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "momentum": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "betas": (
+        lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+        "two numbers in [0, 1), e.g. [0.9, 0.999]",
+    ),
+    "line_search_fn": (lambda v: v in (None, "strong_wolfe"), "null or strong_wolfe"),  # torch checks at step 1
+}
 
 
 def check_optimizer(cfg: Mapping, precision: str = "32-true") -> None:
     """Refuse a node the optimizer would reject (or silently misuse) before the run builds anything."""
     cfg = to_dict(cfg)
-    kwargs = optimizer_kwargs(cfg)
+    cls = optimizer_class(cfg)
+    optimizer_kwargs(cfg)  # unknown arguments
     split_no_decay(cfg.get("no_decay", ()))
-    lr = kwargs.get("lr")
-    if lr is not None and (not isinstance(lr, (int, float)) or lr <= 0):
-        raise ConfigError("optimizer.lr", lr, "a positive number")
-    weight_decay = kwargs.get("weight_decay", 0)
-    if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise ConfigError("optimizer.weight_decay", weight_decay, "a number >= 0")
+    for key, (ok, allowed) in VALUE_RULES.items():
+        if key in cfg and not ok(cfg[key]):
+            raise ConfigError(f"optimizer.{key}", cfg[key], allowed)
+    momentum, dampening = cfg.get("momentum", 0), cfg.get("dampening", 0)
+    if cfg.get("nesterov") and (momentum <= 0 or dampening != 0):
+        raise ConfigError(
+            "optimizer.nesterov", True, f"false, or momentum > 0 with dampening 0 (momentum={momentum}, dampening={dampening})"
+        )
+    if issubclass(cls, CLOSURE_OPTIMIZERS) and str(precision) in MIXED_PRECISIONS:
+        raise ConfigError(
+            "trainer.precision", precision, f"a precision that is not mixed (32-true, 64-true) with {cls.__name__}"
+        )

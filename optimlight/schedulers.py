@@ -73,13 +73,16 @@ VALUE_RULES: dict[str, tuple[Callable, str]] = {
 
 def steps_per_epoch(trainer) -> int:
     """Optimizer steps in one epoch: Lightning steps every accumulate_grad_batches-th batch and on the last one."""
+    # a Trainer loads its training data (counting num_training_batches) when asked for estimated_stepping_batches
+    if trainer.max_epochs == -1 or math.isinf(trainer.estimated_stepping_batches):
+        raise ConfigError("trainer.max_epochs", trainer.max_epochs, "a finite number of epochs")
     return math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
 
 
 def run_length(trainer, interval: str) -> int:
     """How many epochs or optimizer steps the whole run has (Lightning's own estimate; max_steps may end it early)."""
-    steps = trainer.estimated_stepping_batches  # loads the training data first when needed
-    if steps is None or steps < 0 or math.isinf(steps) or (interval == "epoch" and trainer.max_epochs == -1):
+    steps = trainer.estimated_stepping_batches
+    if steps is None or steps < 0 or math.isinf(steps):
         allowed = "a finite run length (set trainer.max_epochs or trainer.max_steps)"
         raise ConfigError("trainer.max_epochs", trainer.max_epochs, allowed)
     return int(steps) if interval == "step" else math.ceil(steps / steps_per_epoch(trainer))
@@ -237,14 +240,12 @@ def max_epochs_of(trainer: Mapping) -> int:
     return max_epochs
 
 
-def check_run_length(name: str, interval: str, trainer: Mapping) -> None:
+def check_run_length(name: str, trainer: Mapping, counts_epochs: bool) -> None:
     """Refuse a run that never ends (or whose epochs are unknown) when the schedule is sized from it."""
     max_epochs, max_steps = max_epochs_of(trainer), trainer.get("max_steps", -1)
-    if max_epochs == -1 and (max_steps in (-1, None) or interval == "epoch"):
-        unit = "epochs" if interval == "epoch" else "steps"
-        raise ConfigError(
-            "trainer.max_epochs", max_epochs, f"a finite number of {unit} to size {name} from (or set its length)"
-        )
+    if max_epochs == -1 and (max_steps in (-1, None) or counts_epochs):
+        unit = "epochs" if counts_epochs else "steps"
+        raise ConfigError("trainer.max_epochs", max_epochs, f"a finite number of {unit} to size {name} from")
 
 
 def check_monitor(monitor, logged_metrics) -> None:
@@ -292,12 +293,13 @@ def check_scheduler(
     if name == "ReduceLROnPlateau":
         check_monitor(settings.get("monitor"), logged_metrics)
         if kwargs.get("mode") is None:
-            plateau_mode(settings["monitor"])
+            plateau_mode(settings["monitor"])  # raises when the metric's direction cannot be told
     if name == "OneCycleLR":
         check_cycle_momentum(cfg, optimizer_cfg or {})
-    warmup_key, warmup = warmup_setting(cfg)
-    if (_needs_length(name, kwargs) or warmup) and settings.get("frequency", 1) != 1:
-        raise ConfigError("scheduler.frequency", settings["frequency"], "1 when the schedule is counted in run steps")
-    sized = _needs_length(name, kwargs) or (warmup_key == "scheduler.warmup_epochs" and settings["interval"] == "step")
-    if trainer is not None and sized:
-        check_run_length(name, settings["interval"], trainer)
+    sized, (warmup_key, warmup) = _needs_length(name, kwargs), warmup_setting(cfg)
+    if (sized or warmup) and settings.get("frequency", 1) != 1:
+        allowed = "1 when the schedule's length or warmup is counted from the run"
+        raise ConfigError("scheduler.frequency", settings["frequency"], allowed)
+    epochs_in_steps = warmup_key == "scheduler.warmup_epochs" and settings["interval"] == "step"
+    if trainer is not None and (sized or epochs_in_steps):
+        check_run_length(name, trainer, counts_epochs=epochs_in_steps or settings["interval"] == "epoch")

@@ -48,10 +48,10 @@ def check_tune(node: Mapping | None) -> None:
         raise ConfigError("tune.apply", cfg.get("apply"), "true or false")
 
 
-def rerun_command(lr: float) -> str:
-    """This job's command line with the suggested LR in place of the tuning step."""
+def rerun_command(lr_override: str) -> str:
+    """This job's command line with the suggested `optimizer.lr=` override in place of the tuning step."""
     kept = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(("tune", "optimizer.lr="))]
-    return " ".join(["python train.py", *kept, f"optimizer.lr={lr:.3g}"])
+    return " ".join(["python train.py", *kept, lr_override])
 
 
 def save_lr_find(finder, out_dir: Path, record: dict) -> Path:
@@ -61,7 +61,8 @@ def save_lr_find(finder, out_dir: Path, record: dict) -> Path:
     (out_dir / "lr_find.json").write_text(json.dumps({**record, **finder.results}, indent=2) + "\n")
     fig = finder.plot(suggest=True)
     suggestion = record["suggestion"]
-    fig.axes[0].set_title(f"{record['optimizer']}: suggested lr " + ("none" if suggestion is None else f"{suggestion:.3g}"))
+    shown = "none" if suggestion is None else f"{suggestion:.3g}"
+    fig.axes[0].set_title(f"{record['optimizer']}: suggested lr {shown}")
     png = out_dir / "lr_find.png"
     fig.savefig(png, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -101,7 +102,8 @@ def tune(node: Mapping | None, trainer, module, datamodule, out_dir: Path) -> bo
         png = save_lr_find(finder, out_dir, record)
         if suggestion is not None:
             log_lr_find(trainer.loggers, suggestion, png)
-            print(f"lr_find: suggested lr {suggestion:.3g} for {record['optimizer']}; train with: {rerun_command(suggestion)}")
+            command = rerun_command(record["override"])
+            print(f"lr_find: suggested lr {suggestion:.3g} for {record['optimizer']}; train with: {command}")
     if suggestion is None:
         raise RuntimeError(
             f"lr_find: no suggestion after {record['steps']} steps (the loss diverged early); "

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from optimlight.data import check_data_args
 from optimlight.ema import check_averaging
 from optimlight.errors import ConfigError
+from optimlight.loggers import check_logger
 from optimlight.module import LOGGED_METRICS
 from optimlight.optim import check_optimizer
 from optimlight.schedulers import check_scheduler
@@ -40,3 +41,4 @@ def validate(cfg: DictConfig) -> None:
     check_scheduler(scheduler, optimizer, trainer=cfg.trainer, logged_metrics=LOGGED_METRICS)
     check_averaging(cfg.callbacks or {})
     check_tune(cfg.get("tune"))
+    check_logger(cfg.get("logger"))

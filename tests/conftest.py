@@ -7,12 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
-from optimlight.train import CONFIG_DIR, run
+from optimlight.api import compose_config
+from optimlight.train import run
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("OPTIMLIGHT_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -32,18 +30,6 @@ def data_dir() -> Path:
     if not (DATA_DIR / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists():
         pytest.fail(f"Fashion-MNIST not found under {DATA_DIR}; set OPTIMLIGHT_DATA_DIR")
     return DATA_DIR
-
-
-def compose_config(overrides: list[str], run_dir: Path):
-    """The config `python train.py <overrides>` would run, with Hydra's runtime set to `run_dir`."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 @pytest.fixture

@@ -1,0 +1,16 @@
+"""A callback the resume tests inject with `+callbacks.signal._target_=tests.signals.SignalAt`: it sends a real
+signal to its own process after a given optimizer step, i.e. mid-epoch at a known position."""
+
+import os
+import signal
+
+import lightning as L
+
+
+class SignalAt(L.Callback):
+    def __init__(self, step: int, signal_name: str = "SIGKILL"):
+        self.step, self.signum = step, getattr(signal, signal_name)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
