@@ -61,7 +61,7 @@ class EMA(WeightAveraging):
         super().__init__(multi_avg_fn=ema_multi_avg_fn(decay, warmup))
         self.update_every_n_steps = update_every_n_steps
         self.update_starting_at_step = update_starting_at_step or 0
-        self.val_accuracy = MulticlassAccuracy(num_classes)
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         """After optimizer steps (0-based) from `update_starting_at_step` on, every `update_every_n_steps`-th."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,6 +81,16 @@ def start_mode(mode: str, save_dir=".") -> str:
     return "offline"
 
 
+def run_dir_wandb_id(run_dir, renew: bool = False) -> str:
+    """One W&B run per run dir: the id is kept in `<run dir>/wandb_run_id`, so a run resumed in its own dir
+    (`ckpt_path=last`) continues the same W&B run. `renew` replaces it (a failed online start keeps its id busy)."""
+    path = Path(run_dir) / "wandb_run_id"
+    if renew or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(4) + "\n")  # 8 characters of [0-9a-f], like W&B's own ids
+    return path.read_text().strip()
+
+
 def wandb_logger(mode: str = "auto", init_timeout: float = 30, group: str | None = None, save_dir=".", **kwargs):
     """Lightning's `WandbLogger` in the W&B mode that can work here; other arguments go to `wandb.init`.
 
@@ -90,7 +101,11 @@ def wandb_logger(mode: str = "auto", init_timeout: float = 30, group: str | None
     import wandb
 
     kwargs.update(group=group or sweep_group(), save_dir=save_dir, settings=wandb.Settings(init_timeout=init_timeout))
-    mode = start_mode(mode, save_dir) if rank_zero_only.rank == 0 else "disabled"
+    if rank_zero_only.rank != 0:
+        return WandbLogger(mode="disabled", **kwargs)
+    kwargs.setdefault("id", run_dir_wandb_id(save_dir))
+    kwargs.setdefault("resume", "allow")
+    mode = start_mode(mode, save_dir)
     if mode == "online":
         logger = WandbLogger(mode="online", **kwargs)
         try:
@@ -99,7 +114,7 @@ def wandb_logger(mode: str = "auto", init_timeout: float = 30, group: str | None
         except Exception as exc:  # no network, server down, key refused: keep training, lose only the live view
             hint = _sync_hint(save_dir)
             log.warning("W&B: the online run did not start (%s); logging offline, %s", first_line(exc), hint)
-            mode = "offline"
+            mode, kwargs["id"] = "offline", run_dir_wandb_id(save_dir, renew=True)
     return WandbLogger(mode=mode, **kwargs)
 
 

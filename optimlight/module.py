@@ -31,17 +31,20 @@ class Classifier(L.LightningModule):
         num_classes: int = 10,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
+        compile: bool = False,
         skip_nonfinite_loss: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        if compile:
+            self.net.compile()  # in place: parameter names and checkpoints stay those of the plain network
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # keyed "<split>_loss" / "<split>_acc": a ModuleDict key may not shadow nn.Module.train
         self.metrics = nn.ModuleDict()
         for split in ("train", "val", "test"):
             self.metrics[f"{split}_loss"] = MeanMetric()
-            self.metrics[f"{split}_acc"] = MulticlassAccuracy(num_classes)
+            self.metrics[f"{split}_acc"] = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # a resumed run keeps its best so far
 

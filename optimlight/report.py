@@ -91,7 +91,8 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> li
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m optimlight.report", description=__doc__.split("\n\n")[0])
+    description = "Figures and the summary table of a sweep, from its job dirs alone (no W&B needed)."
+    parser = argparse.ArgumentParser(prog="python -m optimlight.report", description=description)
     parser.add_argument("sweep_dir", type=Path, help="a multirun's sweep dir (hydra.sweep.dir)")
     parser.add_argument("--out", type=Path, default=None, help="where the PNGs go (default: the sweep dir)")
     args = parser.parse_args(argv)

@@ -7,11 +7,24 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from optimlight.api import compose_config
 from optimlight.train import run
 
+#: The nine optimizers of the seeds: config option -> torch class.
+TORCH_OPTIMIZERS = {
+    "sgd": torch.optim.SGD,
+    "asgd": torch.optim.ASGD,
+    "adagrad": torch.optim.Adagrad,
+    "adadelta": torch.optim.Adadelta,
+    "rmsprop": torch.optim.RMSprop,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "nadam": torch.optim.NAdam,
+    "lbfgs": torch.optim.LBFGS,
+}
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("OPTIMLIGHT_DATA_DIR", REPO.parent / "shared" / "data"))
 #: Overrides that make a run take seconds: a few batches of real data, one epoch.

@@ -3,12 +3,14 @@
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
+from optimlight.errors import ConfigError
 from optimlight.train import CONFIG_DIR, build_module
 from optimlight.validate import validate
 
-GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks")
+GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "averaging", "tune", "experiment")
 
 
 def options(group: str) -> list[str]:
@@ -19,6 +21,10 @@ def options(group: str) -> list[str]:
 def test_every_option_composes_and_validates(compose_cfg, group, option):
     cfg = compose_cfg([f"{group}={option}"])
     assert cfg.hydra.runtime.choices[group] == option
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="trainer.accelerator='gpu'"):
+            validate(cfg)  # refused before anything is built, with one line
+        return
     validate(cfg)
     if group in ("model", "optimizer", "scheduler", "data"):
         build_module(cfg)

@@ -23,19 +23,10 @@ from optimlight.models import MLP
 from optimlight.optim import PLUGIN_KEYS, build_optimizer, no_decay_names, param_groups
 from optimlight.train import build_module
 from optimlight.validate import validate
+from tests.conftest import TORCH_OPTIMIZERS
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-OPTIMIZERS = {
-    "sgd": torch.optim.SGD,
-    "asgd": torch.optim.ASGD,
-    "adagrad": torch.optim.Adagrad,
-    "adadelta": torch.optim.Adadelta,
-    "rmsprop": torch.optim.RMSprop,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "nadam": torch.optim.NAdam,
-    "lbfgs": torch.optim.LBFGS,
-}
+OPTIMIZERS = TORCH_OPTIMIZERS
 #: Where a YAML default departs from torch's: seed 000's "typical good values", and LBFGS's line search.
 NOT_TORCH_DEFAULTS = {
     "sgd": {"lr": 0.01, "momentum": 0.9},

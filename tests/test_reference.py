@@ -21,19 +21,10 @@ import torch
 
 from optimlight.errors import ConfigError
 from optimlight.reference import REFERENCE, make_reference
+from tests.conftest import TORCH_OPTIMIZERS
 
 STEPS, TOL = 20, 1e-10
-TORCH = {
-    "sgd": torch.optim.SGD,
-    "asgd": torch.optim.ASGD,
-    "adagrad": torch.optim.Adagrad,
-    "adadelta": torch.optim.Adadelta,
-    "rmsprop": torch.optim.RMSprop,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "nadam": torch.optim.NAdam,
-    "lbfgs": torch.optim.LBFGS,
-}
+TORCH = TORCH_OPTIMIZERS
 
 _gen = torch.Generator().manual_seed(0)
 X = torch.randn(16, 3, generator=_gen, dtype=torch.float64)

@@ -66,3 +66,22 @@ def test_sigterm_saves_checkpoint_and_resumes(tmp_path, data_dir):
     assert results(run_dir)["status"] == "completed"
     final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert final["global_step"] == 120  # the resumed epoch finished its remaining batches, no more, no fewer
+
+
+def test_resume_in_the_same_run_dir_continues_the_same_wandb_run(train_run, tmp_path):
+    import wandb
+
+    from tests.wandb_offline import offline_runs
+
+    run_dir = tmp_path / "wandb-resume"
+    wandb_offline = ["logger=wandb", "logger.wandb.mode=offline", "trainer.max_epochs=1"]
+    try:
+        train_run(wandb_offline, run_dir=run_dir)
+        wandb.teardown()
+        train_run([*wandb_offline, "trainer.max_epochs=2", "ckpt_path=last"], run_dir=run_dir)
+        wandb.teardown()
+    finally:
+        wandb.teardown()
+    first, second = offline_runs(run_dir)
+    assert first.id == second.id == (run_dir / "wandb_run_id").read_text().strip()
+    assert {first.exit_code, second.exit_code} == {0}

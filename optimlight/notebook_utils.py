@@ -1,0 +1,170 @@
+"""What the notebooks in notebooks/ share: quick mode, training labelled configurations through `optimlight.api`,
+and their per-epoch curves, results and grids as tables and figures.
+
+Quick mode (`OPTIMLIGHT_NOTEBOOK_QUICK=1`, set by tests/test_notebooks.py) cuts every run to one epoch of a few
+batches, so a notebook executes in seconds with the same code path as the full run. `OPTIMLIGHT_NOTEBOOK_DIR`
+moves the run dirs (default: outputs/notebooks/ in the repository).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import rich
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from optimlight.api import train
+from optimlight.callbacks import NonFiniteLossError
+from optimlight.loggers import first_line
+from optimlight.sweep import Job
+from optimlight.train import CONFIG_DIR
+
+QUICK_ENV, OUT_ENV = "OPTIMLIGHT_NOTEBOOK_QUICK", "OPTIMLIGHT_NOTEBOOK_DIR"
+#: A quick-mode run: one epoch of 3 training batches, evaluated on 2 batches.
+QUICK_LIMITS = (
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.num_sanity_val_steps=0",
+)
+#: Epoch-level metrics of a run's CSV log, in the order the figures use them.
+EPOCH_METRICS = ("train/loss", "val/loss", "train/acc", "val/acc", "train/epoch_time")
+#: Final values of results.json shown in a results table.
+TABLE_METRICS = ("train/loss", "val/loss", "val/acc_best", "test/loss", "test/acc")
+
+
+def quick_mode() -> bool:
+    """True when OPTIMLIGHT_NOTEBOOK_QUICK is set to anything but "" or "0"."""
+    return os.environ.get(QUICK_ENV, "") not in ("", "0")
+
+
+def budget(epochs: int) -> list[str]:
+    """Trainer overrides for a run of `epochs` epochs, or quick mode's tiny run."""
+    return list(QUICK_LIMITS) if quick_mode() else [f"trainer.max_epochs={epochs}"]
+
+
+def output_dir(notebook: str) -> Path:
+    """Where `notebook`'s runs go: $OPTIMLIGHT_NOTEBOOK_DIR/<notebook>, else <repo>/outputs/notebooks/<notebook>."""
+    root = os.environ.get(OUT_ENV) or Path(CONFIG_DIR).parent / "outputs" / "notebooks"
+    return Path(root) / notebook
+
+
+def options(group: str) -> list[str]:
+    """The choices of config group `group` (its YAML files), as `<group>=<choice>` takes them."""
+    return sorted(path.stem for path in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def train_quietly(overrides: Sequence[str], run_dir: Path) -> dict:
+    """`optimlight.api.train` with its console output (Lightning's info lines, warnings, the model summary and
+    test tables, which rich would render into the notebook) in run_dir/train.log: a notebook that trains many
+    runs shows one line per run instead of every run's log."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    tables = rich.get_console().capture()
+    with open(run_dir / "train.log", "w") as log:
+        try:
+            with redirect_stdout(log), redirect_stderr(log), tables:
+                return train(overrides, run_dir)
+        finally:
+            log.write(tables.get())
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+
+
+def train_all(runs: Mapping[str, Sequence[str]], out_dir: Path) -> dict[str, Job]:
+    """Train each labelled configuration in out_dir/<label>, one line printed per run. A run stopped by a
+    non-finite loss is kept, marked failed, so that one diverging optimizer does not end a comparison."""
+    jobs = {}
+    for label, overrides in runs.items():
+        run_dir = Path(out_dir) / label
+        try:
+            results = train_quietly(overrides, run_dir)
+        except NonFiniteLossError as exc:
+            results = {**json.loads((run_dir / "results.json").read_text()), "error": first_line(exc)}
+        jobs[label] = Job(label, run_dir, list(overrides), results)
+        test_acc, seconds = jobs[label].metric("test/acc"), results.get("mean_epoch_time")
+        shown = f"test/acc={test_acc:.4f}, {seconds:.1f} s/epoch" if test_acc is not None else results.get("error")
+        print(f"{label}: {jobs[label].status}, {shown}", flush=True)
+    return jobs
+
+
+def epoch_metrics(run_dir: Path) -> pd.DataFrame:
+    """The run's EPOCH_METRICS per epoch (index 1, 2, ...) from csv/metrics.csv, where Lightning writes an
+    epoch's training and validation values on separate rows and step-level values on others; empty for a run
+    that stopped before writing any."""
+    path = Path(run_dir) / "csv" / "metrics.csv"
+    if not path.exists():
+        return pd.DataFrame(columns=list(EPOCH_METRICS))
+    frame = pd.read_csv(path)
+    keys = [key for key in EPOCH_METRICS if key in frame]
+    per_epoch = frame.dropna(subset=keys, how="all").groupby("epoch")[keys].last()
+    per_epoch.index = per_epoch.index.astype(int) + 1
+    return per_epoch
+
+
+def plot_training(jobs: Mapping[str, Job]) -> Figure:
+    """Loss and accuracy per epoch (training solid, validation dashed, one colour per run) and seconds per
+    training epoch."""
+    fig = Figure(figsize=(15, 4.2), layout="constrained")
+    panels = fig.subplots(1, 3)
+    for color, (label, job) in enumerate(jobs.items()):
+        curves = epoch_metrics(job.dir)
+        for ax, kind in zip(panels, ("loss", "acc")):
+            for split, style in (("train", "-"), ("val", "--")):
+                key = f"{split}/{kind}"
+                if key in curves:
+                    ax.plot(curves.index, curves[key], style, marker="o", markersize=3, color=f"C{color}",
+                            label=f"{label} {split}")
+        if "train/epoch_time" in curves:
+            panels[2].plot(curves.index, curves["train/epoch_time"], "o-", color=f"C{color}", label=label)
+    titles = ("cross-entropy loss", "accuracy", "seconds per training epoch")
+    for ax, title in zip(panels, titles):
+        ax.set(title=title, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    panels[0].legend(fontsize="small", ncols=2)
+    panels[2].legend(fontsize="small")
+    return fig
+
+
+def results_table(jobs: Mapping[str, Job]) -> pd.DataFrame:
+    """One row per run: final TABLE_METRICS (test/* of the best checkpoint), mean seconds per epoch, status."""
+    rows = {
+        label: {
+            **{key: job.metric(key) for key in TABLE_METRICS},
+            "s/epoch": job.results.get("mean_epoch_time"),
+            "status": job.status,
+        }
+        for label, job in jobs.items()
+    }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def plot_heatmap(grid: pd.DataFrame, title: str, fmt: str = "{:.4f}") -> Figure:
+    """`grid`'s values as coloured cells, each written in; missing values (failed runs) left blank and marked."""
+    values = grid.to_numpy(dtype=float)
+    fig = Figure(figsize=(1.6 * grid.shape[1] + 3, 0.5 * grid.shape[0] + 1.8), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax)
+    lo, hi = np.nanmin(values), np.nanmax(values)
+    for (i, j), value in np.ndenumerate(values):
+        dark = np.isfinite(value) and value < (lo + hi) / 2
+        ax.text(j, i, "failed" if np.isnan(value) else fmt.format(value), ha="center", va="center",
+                color="white" if dark else "black", fontsize="small")
+    ax.set_xticks(range(grid.shape[1]), grid.columns)
+    ax.set_yticks(range(grid.shape[0]), grid.index)
+    ax.set_title(title)
+    return fig
