@@ -14,6 +14,18 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from optimlight.errors import ConfigError
 
 
+def is_logging_step(trainer) -> bool:
+    """Every `log_every_n_steps`-th optimizer step: when step metrics are worth a read of the device."""
+    return bool(trainer.loggers) and trainer.global_step % trainer.log_every_n_steps == 0
+
+
+def log_step_metrics(trainer, metrics: dict) -> None:
+    """Write step metrics straight to the loggers, at the optimizer step's index (cheaper than `self.log`)."""
+    values = {name: float(value) for name, value in metrics.items()}
+    for logger in trainer.loggers:
+        logger.log_metrics(values, step=trainer.global_step)
+
+
 class EpochTimer(L.Callback):
     """Logs `train/epoch_time`: seconds of each training epoch, validation excluded; keeps them in `epoch_times`.
 
@@ -25,8 +37,10 @@ class EpochTimer(L.Callback):
         self.print_epochs = print_epochs
         self.epoch_times: list[float] = []
         self._start: float | None = None
+        self._unprinted_epoch: int | None = None
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.print_epoch_line(trainer)
         self._start = time.perf_counter()
 
     def _stop_clock(self) -> None:
@@ -41,10 +55,19 @@ class EpochTimer(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._stop_clock()  # epochs without validation stop here
         pl_module.log("train/epoch_time", self.epoch_times[-1], on_step=False, on_epoch=True, sync_dist=True)
-        if self.print_epochs and trainer.is_global_zero:
+        self._unprinted_epoch = trainer.current_epoch
+
+    def print_epoch_line(self, trainer) -> None:
+        """The finished epoch's metrics, printed when the next epoch (or the training) starts or ends: the module
+        logs train/loss and train/acc in its own on_train_epoch_end, which Lightning calls after this callback's."""
+        if self.print_epochs and trainer.is_global_zero and self._unprinted_epoch is not None:
             shown = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
             line = "  ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items()))
-            print(f"epoch {trainer.current_epoch}: {line}", flush=True)
+            print(f"epoch {self._unprinted_epoch}: {line}", flush=True)
+        self._unprinted_epoch = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.print_epoch_line(trainer)
 
     def state_dict(self) -> dict:
         return {"epoch_times": list(self.epoch_times)}

@@ -9,6 +9,8 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
+from optimlight.callbacks import is_logging_step, log_step_metrics
+
 
 class GradNorm(L.Callback):
     """Logs `train/grad_norm`: the p-norm of all gradients together, before the optimizer step (and before
@@ -18,10 +20,11 @@ class GradNorm(L.Callback):
         self.norm_type = float(norm_type)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if not is_logging_step(trainer):  # computed only on the steps whose metrics are written
+            return
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        if grads:  # torch's foreach norm: no host sync per step
-            norm = torch.nn.utils.get_total_norm(grads, self.norm_type)
-            pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        if grads:
+            log_step_metrics(trainer, {"train/grad_norm": torch.nn.utils.get_total_norm(grads, self.norm_type)})
 
 
 def display_image(image: torch.Tensor) -> torch.Tensor:

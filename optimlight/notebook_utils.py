@@ -22,9 +22,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from optimlight.api import train
-from optimlight.callbacks import NonFiniteLossError
+from optimlight.errors import ConfigError
 from optimlight.loggers import first_line
-from optimlight.sweep import Job
+from optimlight.sweep import Job, record_failure
 from optimlight.train import CONFIG_DIR
 
 QUICK_ENV, OUT_ENV = "OPTIMLIGHT_NOTEBOOK_QUICK", "OPTIMLIGHT_NOTEBOOK_DIR"
@@ -84,15 +84,19 @@ def train_quietly(overrides: Sequence[str], run_dir: Path) -> dict:
 
 
 def train_all(runs: Mapping[str, Sequence[str]], out_dir: Path) -> dict[str, Job]:
-    """Train each labelled configuration in out_dir/<label>, one line printed per run. A run stopped by a
-    non-finite loss is kept, marked failed, so that one diverging optimizer does not end a comparison."""
+    """Train each labelled configuration in out_dir/<label>, one line printed per run. As in a multirun, a run
+    that raises (a non-finite loss, an optimizer's own numerical failure) is recorded as failed with its error
+    and the others go on; a bad config value still stops at once."""
     jobs = {}
     for label, overrides in runs.items():
         run_dir = Path(out_dir) / label
         try:
             results = train_quietly(overrides, run_dir)
-        except NonFiniteLossError as exc:
-            results = {**json.loads((run_dir / "results.json").read_text()), "error": first_line(exc)}
+        except ConfigError:
+            raise
+        except Exception as exc:
+            record_failure(run_dir, first_line(exc), {})
+            results = json.loads((run_dir / "results.json").read_text())
         jobs[label] = Job(label, run_dir, list(overrides), results)
         test_acc, seconds = jobs[label].metric("test/acc"), results.get("mean_epoch_time")
         shown = f"test/acc={test_acc:.4f}, {seconds:.1f} s/epoch" if test_acc is not None else results.get("error")
