@@ -133,14 +133,19 @@ class NonFiniteGuard(L.Callback):
             raise ConfigError("callbacks.nonfinite_guard.check_every_n_steps", check_every_n_steps, "a positive integer")
         self.check_every_n_steps = check_every_n_steps
         self._first_bad: torch.Tensor | None = None
+        self._batch_step = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_step = trainer.global_step  # the optimizer step this batch's loss is for
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if outputs is None:  # a step the module skipped
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None:  # a step the module skipped
             return
-        loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach()
+        loss = loss.detach()
         if self._first_bad is None:
             self._first_bad = torch.tensor(-1, device=loss.device)
-        step = torch.tensor(trainer.global_step, device=loss.device)
+        step = torch.tensor(self._batch_step, device=loss.device)
         self._first_bad = torch.where(~torch.isfinite(loss) & (self._first_bad < 0), step, self._first_bad)
         if trainer.global_step % self.check_every_n_steps == 0:
             self._check()

@@ -14,3 +14,14 @@ class SignalAt(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)
+
+
+class NaNInputAt(L.Callback):
+    """Puts a NaN into the input batch of one optimizer step (the batch is a copy: the dataset stays clean)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            batch[0][0].fill_(float("nan"))
