@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import rich
+from hydra.errors import HydraException
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -65,34 +66,35 @@ def options(group: str) -> list[str]:
 
 def train_quietly(overrides: Sequence[str], run_dir: Path) -> dict:
     """`optimlight.api.train` with its console output (Lightning's info lines, warnings, the model summary and
-    test tables, which rich would render into the notebook) in run_dir/train.log: a notebook that trains many
-    runs shows one line per run instead of every run's log."""
+    test tables) in run_dir/train.log: a notebook that trains many runs shows one line per run, not every log."""
     run_dir.mkdir(parents=True, exist_ok=True)
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     levels = [logger.level for logger in loggers]
+    console = rich.get_console()  # Lightning's tables; in a notebook rich displays them itself, past sys.stdout
+    in_jupyter = console.is_jupyter
     for logger in loggers:
         logger.setLevel(logging.WARNING)
-    tables = rich.get_console().capture()
-    with open(run_dir / "train.log", "w") as log:
-        try:
-            with redirect_stdout(log), redirect_stderr(log), tables:
-                return train(overrides, run_dir)
-        finally:
-            log.write(tables.get())
-            for logger, level in zip(loggers, levels):
-                logger.setLevel(level)
+    console.is_jupyter = False
+    try:
+        with open(run_dir / "train.log", "w") as log, redirect_stdout(log), redirect_stderr(log):
+            return train(overrides, run_dir)
+    finally:
+        console.is_jupyter = in_jupyter
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def train_all(runs: Mapping[str, Sequence[str]], out_dir: Path) -> dict[str, Job]:
     """Train each labelled configuration in out_dir/<label>, one line printed per run. As in a multirun, a run
-    that raises (a non-finite loss, an optimizer's own numerical failure) is recorded as failed with its error
-    and the others go on; a bad config value still stops at once."""
+    that raises while training (a non-finite loss, an optimizer's own numerical failure) is recorded as failed
+    with its error and the others go on; a bad config (a value validate() refuses, an override Hydra cannot
+    compose) stops at once."""
     jobs = {}
     for label, overrides in runs.items():
         run_dir = Path(out_dir) / label
         try:
             results = train_quietly(overrides, run_dir)
-        except ConfigError:
+        except (ConfigError, HydraException):
             raise
         except Exception as exc:
             record_failure(run_dir, first_line(exc), {})
@@ -107,12 +109,12 @@ def train_all(runs: Mapping[str, Sequence[str]], out_dir: Path) -> dict[str, Job
 def epoch_metrics(run_dir: Path) -> pd.DataFrame:
     """The run's EPOCH_METRICS per epoch (index 1, 2, ...) from csv/metrics.csv, where Lightning writes an
     epoch's training and validation values on separate rows and step-level values on others; empty for a run
-    that stopped before writing any."""
+    that stopped before ending an epoch."""
     path = Path(run_dir) / "csv" / "metrics.csv"
-    if not path.exists():
-        return pd.DataFrame(columns=list(EPOCH_METRICS))
-    frame = pd.read_csv(path)
+    frame = pd.read_csv(path) if path.exists() else pd.DataFrame()
     keys = [key for key in EPOCH_METRICS if key in frame]
+    if not keys:
+        return pd.DataFrame(columns=list(EPOCH_METRICS))
     per_epoch = frame.dropna(subset=keys, how="all").groupby("epoch")[keys].last()
     per_epoch.index = per_epoch.index.astype(int) + 1
     return per_epoch
@@ -156,7 +158,7 @@ def results_table(jobs: Mapping[str, Job]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def plot_heatmap(grid: pd.DataFrame, title: str, fmt: str = "{:.4f}") -> Figure:
+def plot_heatmap(grid: pd.DataFrame, title: str) -> Figure:
     """`grid`'s values as coloured cells, each written in; missing values (failed runs) left blank and marked."""
     values = grid.to_numpy(dtype=float)
     fig = Figure(figsize=(1.6 * grid.shape[1] + 3, 0.5 * grid.shape[0] + 1.8), layout="constrained")
@@ -166,7 +168,7 @@ def plot_heatmap(grid: pd.DataFrame, title: str, fmt: str = "{:.4f}") -> Figure:
     lo, hi = np.nanmin(values), np.nanmax(values)
     for (i, j), value in np.ndenumerate(values):
         dark = np.isfinite(value) and value < (lo + hi) / 2
-        ax.text(j, i, "failed" if np.isnan(value) else fmt.format(value), ha="center", va="center",
+        ax.text(j, i, "failed" if np.isnan(value) else f"{value:.4f}", ha="center", va="center",
                 color="white" if dark else "black", fontsize="small")
     ax.set_xticks(range(grid.shape[1]), grid.columns)
     ax.set_yticks(range(grid.shape[0]), grid.index)

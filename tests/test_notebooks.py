@@ -14,11 +14,13 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from hydra.errors import HydraException
 from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 
 from optimlight import notebook_utils as nu
+from optimlight.errors import ConfigError
 from tests.conftest import REPO, TINY
 
 NOTEBOOKS = REPO / "notebooks"
@@ -70,7 +72,8 @@ def test_optimizer_comparison_runs_quick_and_reports_its_runs(tmp_path, data_dir
     text = "".join(outputs(nb, "stdout"))
     for name, results in seed003.items():  # the printed final table holds the runs' own test accuracies
         assert re.search(rf"^{name}\s.*{results['metrics']['test/acc']:.4f}", text, re.MULTILINE), name
-    assert "Seed set to" not in text and "Test metric" not in text  # run logs went to train.log, not the notebook
+    # the runs' logs went to train.log: no Lightning lines, and no rich tables displayed as HTML
+    assert "Seed set to" not in text and "Test metric" not in text and not outputs(nb, "text/html")
     assert len(outputs(nb, "image/png")) == 2  # the curves and the heatmap
 
 
@@ -134,6 +137,16 @@ def test_train_all_keeps_quiet_curves_and_a_diverged_run(tmp_path, data_dir, cap
     assert table.loc["adam", "test/acc"] == adam.metric("test/acc") and table.loc["diverged", "status"] == "failed"
     assert pd.isna(table.loc["diverged", "test/acc"])
     assert nu.plot_training(jobs).axes[0].get_legend() is not None
+
+
+@pytest.mark.parametrize(
+    ("override", "error"), [("optimizer=nope", HydraException), ("optimizer.lr=-1", ConfigError)], ids=["hydra", "validate"]
+)
+def test_train_all_stops_at_a_bad_config(tmp_path, data_dir, override, error):
+    with pytest.raises(error):
+        nu.train_all({"bad": [f"data.data_dir={data_dir}", *TINY, override], "next": [f"data.data_dir={data_dir}", *TINY]},
+                     tmp_path)
+    assert not (tmp_path / "bad" / "results.json").exists() and not (tmp_path / "next").exists()
 
 
 def test_heatmap_writes_values_and_marks_failed_cells():
