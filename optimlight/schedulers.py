@@ -296,6 +296,9 @@ def check_scheduler(
             plateau_mode(settings["monitor"])  # raises when the metric's direction cannot be told
     if name == "OneCycleLR":
         check_cycle_momentum(cfg, optimizer_cfg or {})
+    if name == "CosineAnnealingLR" and not kwargs.get("eta_min") and "LBFGS" in str((optimizer_cfg or {}).get("_target_")):
+        # the cosine's last epoch (or step) runs at eta_min, and LBFGS's line search divides by the step size
+        raise ConfigError("scheduler.eta_min", kwargs.get("eta_min"), "a number > 0 with LBFGS (e.g. 1e-5)")
     sized, (warmup_key, warmup) = _needs_length(name, kwargs), warmup_setting(cfg)
     if (sized or warmup) and settings.get("frequency", 1) != 1:
         allowed = "1 when the schedule's length or warmup is counted from the run"
