@@ -8,6 +8,7 @@ same augmentation semantics (random crop with zero padding of the raw image, hor
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def read_idx(path: Path) -> torch.Tensor:
     if len(data) < header:
         raise DataError(f"{path}: truncated header")
     shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + int(torch.tensor(shape).prod().item())
+    expected = header + math.prod(shape)
     if len(data) != expected:
         raise DataError(f"{path}: {len(data)} bytes, expected {expected} for shape {shape} (truncated or corrupted)")
     return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
@@ -119,10 +120,10 @@ class TensorBatches:
     the next batch; augmentation draws from a generator seeded per batch, so resumed batches are the same too.
     """
 
-    def __init__(self, x, y, batch_size, shuffle=False, augment=False, seed=0, rank=0, world_size=1, drop_last=False):
+    def __init__(self, x, y, batch_size, shuffle=False, augment=False, seed=0, rank=0, world_size=1):
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.augment, self.seed = batch_size, shuffle, augment, seed
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.position, self._resume_at = 0, 0, 0
         self.sampler = self  # Lightning calls `dataloader.sampler.set_epoch(epoch)` at each epoch start
         self.batch_sampler = None
@@ -149,7 +150,7 @@ class TensorBatches:
 
     def __len__(self) -> int:
         n = -(-len(self.x) // self.world_size) if self.world_size > 1 else len(self.x)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return -(-n // self.batch_size)
 
     def __iter__(self):
         order = self._indices().to(self.x.device)
