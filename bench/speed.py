@@ -2,12 +2,19 @@
 
 (a) optimlight: the run `python train.py` makes (optimlight.api.train, tensor loader, lean logging);
 (b) a hand-written PyTorch loop over the same preloaded, normalized tensors;
-(c) a plain LightningModule fed by torchvision's FashionMNIST + DataLoader(ToTensor, Normalize), logging every step.
+(c) a plain LightningModule fed by torchvision's FashionMNIST + DataLoader(ToTensor, Normalize), logging every step;
+(d) the floor under (a): a minimal LightningModule (loss only, no metrics, logger or callbacks) on optimlight's
+    tensor batches, so d/b is what Lightning's own loop costs and a/d what optimlight adds on top of it.
 
-All three use the same model, optimizer settings, batch size and epochs. The machine is noisy, so the three are
-interleaved round by round (the order rotates) and medians are compared. Usage:
+All use the same model, initial weights, optimizer settings, batch size and epochs; (a), (b) and (d) also see the
+same batches in the same order. The machine is noisy, so the paths are interleaved round by round (the order
+rotates) and medians are compared.
+
+`--knobs` measures the speed settings instead: optimlight's path (a) with each knob on, against its defaults.
 
     python bench/speed.py                 # MLP and CNN, 3 epochs, 2 rounds
+    python bench/speed.py --knobs --models mlp
+    python bench/speed.py --knobs --models cnn --batches 200   # 200 training batches per epoch
     python bench/speed.py --quick         # a smoke run: few batches (what the tests run)
 """
 
@@ -18,7 +25,7 @@ import os
 import statistics
 import tempfile
 import time
-from pathlib import Path
+from functools import partial
 
 import lightning as L
 import torch
@@ -33,7 +40,7 @@ MODELS = {"mlp": MLP, "cnn": CNN}
 OPTIMIZER = {"lr": 1e-3, "weight_decay": 1e-4}  # seed 003's AdamW
 
 
-def optimlight_path(model, epochs, batches, data_dir, work) -> tuple[list[float], float]:
+def optimlight_path(model, epochs, batches, data_dir, work, knob=()) -> tuple[list[float], float]:
     overrides = [
         f"model={model}", f"data.data_dir={data_dir}", f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu",
         "trainer.num_sanity_val_steps=0", "logger=none", f"optimizer.lr={OPTIMIZER['lr']}",
@@ -42,7 +49,12 @@ def optimlight_path(model, epochs, batches, data_dir, work) -> tuple[list[float]
     if batches:
         overrides += [f"trainer.limit_train_batches={batches}", f"trainer.limit_test_batches={batches}",
                       f"trainer.limit_val_batches={batches}"]
-    results = train(overrides, run_dir=tempfile.mkdtemp(dir=work))
+    threads, matmul = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    try:
+        results = train([*overrides, *knob], run_dir=tempfile.mkdtemp(dir=work))
+    finally:  # speed.* settings are process-wide: the next run starts from the bench's own
+        torch.set_num_threads(threads)
+        torch.set_float32_matmul_precision(matmul)
     return results["epoch_times"], results["metrics"]["test/acc"]
 
 
@@ -59,7 +71,7 @@ def hand_written_loop(model, epochs, batches, data_dir, work) -> tuple[list[floa
     for epoch in range(epochs):
         start = time.perf_counter()
         net.train()
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(dm.hparams.split_seed + epoch))
         for i in range(steps):
             idx = order[i * 64 : (i + 1) * 64]
             loss = loss_fn(net(x[idx]), y[idx])
@@ -77,14 +89,16 @@ def hand_written_loop(model, epochs, batches, data_dir, work) -> tuple[list[floa
 class PlainModule(L.LightningModule):
     """What a first Lightning module usually looks like: per-step logging to the progress bar."""
 
-    def __init__(self, model):
+    def __init__(self, model, log_steps=True):
         super().__init__()
         self.net = MODELS[model]()
+        self.log_steps = log_steps
 
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = nn.functional.cross_entropy(self.net(x), y)
-        self.log("train_loss", loss, on_step=True, prog_bar=True)
+        if self.log_steps:
+            self.log("train_loss", loss, on_step=True, prog_bar=True)
         return loss
 
     def test_step(self, batch, batch_idx):
@@ -106,6 +120,18 @@ class EpochClock(L.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
+def fit_and_test(module, train_loader, test_loader, epochs, batches, work, **trainer_args) -> tuple[list[float], float]:
+    """Lightning's Trainer with no logger and no checkpoints: seconds per training epoch, test accuracy."""
+    clock = EpochClock()
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, callbacks=[clock],
+        limit_train_batches=batches or 1.0, limit_test_batches=batches or 1.0, default_root_dir=work,
+        enable_model_summary=False, **trainer_args,
+    )
+    trainer.fit(module, train_loader)
+    return clock.times, trainer.test(module, test_loader, verbose=False)[0]["test_acc"]
+
+
 def dataloader_lightning(model, epochs, batches, data_dir, work) -> tuple[list[float], float]:
     from torchvision import datasets, transforms
 
@@ -114,40 +140,96 @@ def dataloader_lightning(model, epochs, batches, data_dir, work) -> tuple[list[f
     train_set = torch.utils.data.Subset(full, split_indices(60_000, 5_000, seed=42)[0].tolist())
     test_set = datasets.FashionMNIST(data_dir, train=False, transform=transform)
     L.seed_everything(42)
-    clock = EpochClock()
-    trainer = L.Trainer(
-        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, callbacks=[clock],
-        limit_train_batches=batches or 1.0, limit_test_batches=batches or 1.0, default_root_dir=work,
-        enable_model_summary=False,
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=64, shuffle=True)
+    test_loader = torch.utils.data.DataLoader(test_set, batch_size=1000)
+    return fit_and_test(PlainModule(model), train_loader, test_loader, epochs, batches, work)
+
+
+def bare_lightning(model, epochs, batches, data_dir, work) -> tuple[list[float], float]:
+    dm = FashionMNISTDataModule(data_dir=data_dir, batch_size=64)
+    dm.setup("fit")
+    L.seed_everything(42)
+    module = PlainModule(model, log_steps=False)
+    return fit_and_test(
+        module, dm.train_dataloader(), dm.test_dataloader(), epochs, batches, work, enable_progress_bar=False
     )
-    module = PlainModule(model)
-    trainer.fit(module, torch.utils.data.DataLoader(train_set, batch_size=64, shuffle=True))
-    result = trainer.test(module, torch.utils.data.DataLoader(test_set, batch_size=1000), verbose=False)
-    return clock.times, result[0]["test_acc"]
 
 
-PATHS = {"a optimlight": optimlight_path, "b hand-written": hand_written_loop, "c DataLoader": dataloader_lightning}
+PATHS = {
+    "a optimlight": optimlight_path,
+    "b hand-written": hand_written_loop,
+    "c DataLoader": dataloader_lightning,
+    "d bare Lightning": bare_lightning,
+}
+
+
+def interleave(runs: dict, rounds: int) -> tuple[dict, dict]:
+    """Run each of `runs` (name -> no-argument function) `rounds` times, rotating the order each round."""
+    times, accs, names = {name: [] for name in runs}, {name: [] for name in runs}, list(runs)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            epoch_times, acc = runs[name]()
+            times[name] += epoch_times
+            accs[name].append(acc)
+    return times, accs
+
+
+def print_table(title: str, times: dict, accs: dict, baseline: str | None = None) -> dict:
+    """Median seconds per epoch of each row (with the ratio to `baseline`'s), every epoch's time, mean test acc."""
+    med = {name: statistics.median(t) for name, t in times.items()}
+    print(f"\n{title}")
+    ratio_head = f" {'ratio':>7}" if baseline else ""
+    print(f"{'path':<27} {'s/epoch (median)':>17}{ratio_head} {'all epochs (s)':<40} {'test acc':>9}")
+    for name, t in times.items():
+        ratio = f" {med[name] / med[baseline]:>7.2f}" if baseline else ""
+        all_t = " ".join(f"{x:.2f}" for x in t)
+        print(f"{name:<27} {med[name]:>17.2f}{ratio} {all_t:<40} {statistics.mean(accs[name]):>9.4f}")
+    return med
+
+
+def header(model: str, epochs: int, rounds: int, batches: int | None) -> str:
+    per_epoch = f"{batches} batches" if batches else "full epochs"
+    return (f"{model}: {epochs} epoch(s) x {rounds} round(s) ({per_epoch}), batch 64, AdamW lr {OPTIMIZER['lr']} "
+            f"wd {OPTIMIZER['weight_decay']}, torch threads {torch.get_num_threads()}")
 
 
 def bench(model: str, epochs: int, rounds: int, batches: int | None, data_dir: str, work: str) -> dict:
-    times = {name: [] for name in PATHS}
-    accs = {name: [] for name in PATHS}
-    names = list(PATHS)
-    for r in range(rounds):
-        for name in names[r % 3 :] + names[: r % 3]:
-            epoch_times, acc = PATHS[name](model, epochs, batches, data_dir, work)
-            times[name] += epoch_times
-            accs[name].append(acc)
-    med = {name: statistics.median(t) for name, t in times.items()}
-    print(f"\n{model}: {epochs} epoch(s) x {rounds} round(s), batch 64, AdamW lr {OPTIMIZER['lr']} wd "
-          f"{OPTIMIZER['weight_decay']}, torch threads {torch.get_num_threads()}")
-    print(f"{'path':<16} {'s/epoch (median)':>17} {'all epochs (s)':<40} {'test acc':>9}")
-    for name in names:
-        all_t = " ".join(f"{t:.2f}" for t in times[name])
-        print(f"{name:<16} {med[name]:>17.2f} {all_t:<40} {statistics.mean(accs[name]):>9.4f}")
-    a, b, c = (med[n] for n in names)
-    print(f"ratios: a/b = {a / b:.2f}   c/a = {c / a:.2f}")
-    return {"median": med, "acc": accs, "a/b": a / b, "c/a": c / a}
+    runs = {name: partial(path, model, epochs, batches, data_dir, work) for name, path in PATHS.items()}
+    times, accs = interleave(runs, rounds)
+    med = print_table(header(model, epochs, rounds, batches), times, accs)
+    a, b, c, d = (med[n] for n in PATHS)
+    print(f"ratios: a/b = {a / b:.2f}   c/a = {c / a:.2f}   d/b = {d / b:.2f} (Lightning's loop)   "
+          f"a/d = {a / d:.2f} (optimlight over that)")
+    return {"median": med, "acc": accs, "a/b": a / b, "c/a": c / a, "d/b": d / b, "a/d": a / d}
+
+
+def knobs(model: str) -> dict[str, list[str]]:
+    """Each speed knob as optimlight overrides; `defaults` is the baseline."""
+    threads = 1 if torch.get_num_threads() > 1 else os.cpu_count()
+    table = {
+        "defaults": [],
+        "optimizer.foreach=true": ["optimizer.foreach=true"],
+        "optimizer.fused=true": ["optimizer.fused=true"],
+        "module.compile=true": ["module.compile=true"],
+        "module.channels_last=true": ["module.channels_last=true"],
+        "precision=bf16-mixed": ["trainer.precision=bf16-mixed"],
+        "matmul_precision=high": ["speed.float32_matmul_precision=high"],
+        f"speed.num_threads={threads}": [f"speed.num_threads={threads}"],
+        "data.loader=dataloader": ["data.loader=dataloader"],
+    }
+    if model != "cnn":  # no convolutions to lay out
+        del table["module.channels_last=true"]
+    return table
+
+
+def bench_knobs(model: str, epochs: int, rounds: int, batches: int | None, data_dir: str, work: str) -> dict:
+    runs = {
+        name: partial(optimlight_path, model, epochs, batches, data_dir, work, overrides)
+        for name, overrides in knobs(model).items()
+    }
+    times, accs = interleave(runs, rounds)
+    med = print_table(f"knobs, {header(model, epochs, rounds, batches)}", times, accs, baseline="defaults")
+    return {"median": med, "acc": accs}
 
 
 def main(argv=None) -> dict:
@@ -155,13 +237,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=list(MODELS))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=None, help="training batches per epoch (default: all)")
+    parser.add_argument("--knobs", action="store_true", help="optimlight's path with each speed knob, vs defaults")
     parser.add_argument("--quick", action="store_true", help="1 epoch, 1 round, 20 batches: a smoke test")
     parser.add_argument("--data-dir", default=default_data_dir())
     args = parser.parse_args(argv)
-    epochs, rounds, batches = (1, 1, 20) if args.quick else (args.epochs, args.rounds, None)
+    epochs, rounds, batches = (1, 1, 20) if args.quick else (args.epochs, args.rounds, args.batches)
     os.environ.setdefault("MPLBACKEND", "Agg")
+    run = bench_knobs if args.knobs else bench
     with tempfile.TemporaryDirectory() as work:
-        return {m: bench(m, epochs, rounds, batches, args.data_dir, work) for m in args.models}
+        return {m: run(m, epochs, rounds, batches, args.data_dir, work) for m in args.models}
 
 
 if __name__ == "__main__":

@@ -195,7 +195,22 @@ VALUE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
 }
 
 
-def check_optimizer(cfg: Mapping, precision: str = "32-true") -> None:
+def check_implementation(cfg: Mapping, precision: str, gradient_clip_val: float | None) -> None:
+    """`fused`/`foreach` combinations torch or Lightning would only reject at the first step."""
+    if not cfg.get("fused"):
+        return
+    if cfg.get("foreach"):
+        raise ConfigError("optimizer.fused", True, "false or null with optimizer.foreach=true (pick one implementation)")
+    if cfg.get("differentiable"):
+        raise ConfigError("optimizer.fused", True, "false or null with optimizer.differentiable=true (no fused form)")
+    if str(precision) in ("16-mixed", "16") and gradient_clip_val:
+        raise ConfigError(
+            "optimizer.fused", True, "false or null with trainer.precision=16-mixed and trainer.gradient_clip_val "
+            "(a fused step unscales the gradients itself, so Lightning cannot clip them before it)"
+        )
+
+
+def check_optimizer(cfg: Mapping, precision: str = "32-true", gradient_clip_val: float | None = None) -> None:
     """Refuse a node the optimizer would reject (or silently misuse) before the run builds anything."""
     cfg = to_dict(cfg)
     cls = optimizer_class(cfg)
@@ -209,6 +224,7 @@ def check_optimizer(cfg: Mapping, precision: str = "32-true") -> None:
         raise ConfigError(
             "optimizer.nesterov", True, f"false, or momentum > 0 with dampening 0 (momentum={momentum}, dampening={dampening})"
         )
+    check_implementation(cfg, precision, gradient_clip_val)
     if issubclass(cls, CLOSURE_OPTIMIZERS) and str(precision) in MIXED_PRECISIONS:
         raise ConfigError(
             "trainer.precision", precision, f"a precision that is not mixed (32-true, 64-true) with {cls.__name__}"

@@ -57,7 +57,11 @@ def validate(cfg: DictConfig) -> None:
     check_trainer(cfg.trainer)
     check_speed(cfg.get("speed"))
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    check_optimizer(optimizer, precision=str(cfg.trainer.get("precision", "32-true")))
+    check_optimizer(
+        optimizer,
+        precision=str(cfg.trainer.get("precision", "32-true")),
+        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
+    )
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
     check_scheduler(scheduler, optimizer, trainer=cfg.trainer, logged_metrics=LOGGED_METRICS)
     check_averaging(cfg.callbacks or {})

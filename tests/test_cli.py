@@ -36,6 +36,9 @@ BAD_INPUTS = [
     (["trainer.precision=8"], "trainer.precision=8 is not allowed"),
     (["trainer=gpu"], "trainer.accelerator='gpu' is not allowed: expected cpu or auto (this machine has no GPU)"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed"),
+    (["optimizer.fused=true", "optimizer.foreach=true"], "optimizer.fused=True is not allowed: expected false or null with optimizer.foreach=true"),
+    (["optimizer.fused=true", "optimizer.differentiable=true"], "optimizer.fused=True is not allowed: expected false or null with optimizer.differentiable=true"),
+    (["optimizer.fused=true", "trainer.precision=16-mixed", "trainer.gradient_clip_val=1.0"], "optimizer.fused=True is not allowed: expected false or null with trainer.precision=16-mixed and trainer.gradient_clip_val"),
 ]
 
 
