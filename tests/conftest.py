@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -36,6 +37,14 @@ TINY = [
     "trainer.num_sanity_val_steps=0",
     "logger=csv",
 ]
+
+
+def load_bench(name: str):
+    """`bench/<name>.py` as a module: the bench scripts are no package, the tests call their functions."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

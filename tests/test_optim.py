@@ -3,7 +3,6 @@ LBFGS, the audit table and the one-line errors of bad values."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import logging
 import math
@@ -23,7 +22,7 @@ from optimlight.models import MLP
 from optimlight.optim import PLUGIN_KEYS, build_optimizer, no_decay_names, param_groups
 from optimlight.train import build_module
 from optimlight.validate import validate
-from tests.conftest import TORCH_OPTIMIZERS
+from tests.conftest import TORCH_OPTIMIZERS, load_bench
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 OPTIMIZERS = TORCH_OPTIMIZERS
@@ -325,9 +324,7 @@ def test_unknown_optimizer_lists_the_options(compose_cfg):
 
 def test_bench_table_runs_on_real_data(data_dir, tmp_path):
     """bench/optimizers.py end to end on a few batches: one row per optimizer, LBFGS on its larger batches."""
-    spec = importlib.util.spec_from_file_location("bench_optimizers", CONF.parent / "bench" / "optimizers.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("optimizers")
     limits = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
               "trainer.num_sanity_val_steps=0", f"data.data_dir={data_dir}"]
     rows = bench.bench(["lbfgs"], 1, [*limits, "optimizer.max_iter=2"], tmp_path) + bench.bench(["sgd"], 1, limits, tmp_path)

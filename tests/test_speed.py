@@ -6,7 +6,6 @@ Timings are the bench's business (printed, never asserted): these tests check be
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,7 @@ from omegaconf import OmegaConf
 from optimlight.models import MLP
 from optimlight.optim import build_optimizer
 from optimlight.train import apply_speed_settings, build_module
-
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "speed.py"
-
+from tests.conftest import load_bench
 
 @pytest.fixture
 def restore_torch_settings():
@@ -98,15 +95,8 @@ def test_speed_settings_set_torch_threads_and_matmul_precision(compose_cfg, rest
     assert (torch.get_num_threads(), torch.get_float32_matmul_precision()) == before
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_speed", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 def test_speed_bench_quick_compares_the_paths_on_the_same_batches(data_dir, capsys, restore_torch_settings):
-    out = load_bench().main(["--quick", "--models", "mlp", "--data-dir", str(data_dir)])["mlp"]
+    out = load_bench("speed").main(["--quick", "--models", "mlp", "--data-dir", str(data_dir)])["mlp"]
     printed = capsys.readouterr().out
     assert "ratios: a/b = " in printed and "c/a = " in printed
     assert set(out["median"]) == {"a optimlight", "b hand-written", "c DataLoader", "d bare Lightning"}
@@ -119,7 +109,7 @@ def test_speed_bench_quick_compares_the_paths_on_the_same_batches(data_dir, caps
 
 def test_speed_bench_knobs_quick_runs_every_knob(data_dir, capsys, restore_torch_settings):
     threads = torch.get_num_threads()
-    out = load_bench().main(["--quick", "--knobs", "--models", "mlp", "--data-dir", str(data_dir)])["mlp"]
+    out = load_bench("speed").main(["--quick", "--knobs", "--models", "mlp", "--data-dir", str(data_dir)])["mlp"]
     assert torch.get_num_threads() == threads  # the thread knob did not leak into later runs
     rows = set(out["median"])
     assert {"defaults", "optimizer.foreach=true", "optimizer.fused=true", "module.compile=true",
