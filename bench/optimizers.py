@@ -1,6 +1,6 @@
 """All nine optimizers of `conf/optimizer/` trained the same way, one table: best val acc, test acc, s/epoch.
 
-Each optimizer is one ordinary run (optimlight.api.train: the config `python train.py` composes, tensor loader,
+Each optimizer is one ordinary run (optimlight.tools.api.train: the config `python train.py` composes, tensor loader,
 CSV logger) with its YAML defaults, the MLP and 3 epochs on the real data; runs go one after another so their
 seconds per epoch compare. LBFGS alone trains on batches of 1024: each of its steps evaluates the batch ~24 times
 (max_iter 20 plus the line search) and updates its history, which put an epoch of 64-image batches at ~11 minutes
@@ -18,7 +18,7 @@ import argparse
 import time
 from pathlib import Path
 
-from optimlight.api import train
+from optimlight.tools.api import train
 
 OPTIMIZERS = ("sgd", "asgd", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "nadam", "lbfgs")
 #: Per-optimizer overrides on top of the shared ones (see the module docstring for why).
@@ -32,14 +32,16 @@ def bench(optimizers, epochs: int, overrides: list[str], out_dir: Path) -> list[
         shared = ["model=mlp", f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu", "logger=csv", *overrides]
         record = train([f"optimizer={name}", *shared, *own], run_dir=out_dir / name)
         metrics = record["metrics"]
-        rows.append({
-            "optimizer": name,
-            "overrides": " ".join(own) or "-",
-            "val acc (best)": metrics.get("val/acc_best"),
-            "test acc": metrics.get("test/acc"),
-            "s/epoch": record["mean_epoch_time"],
-            "status": record["status"],
-        })
+        rows.append(
+            {
+                "optimizer": name,
+                "overrides": " ".join(own) or "-",
+                "val acc (best)": metrics.get("val/acc_best"),
+                "test acc": metrics.get("test/acc"),
+                "s/epoch": record["mean_epoch_time"],
+                "status": record["status"],
+            }
+        )
         print(markdown([rows[-1]]).splitlines()[-1], flush=True)
     return rows
 

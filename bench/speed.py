@@ -1,6 +1,6 @@
 """Seconds per epoch of three ways to train the same network on the same Fashion-MNIST split, side by side.
 
-(a) optimlight: the run `python train.py` makes (optimlight.api.train, tensor loader, lean logging);
+(a) optimlight: the run `python train.py` makes (optimlight.tools.api.train, tensor loader, lean logging);
 (b) a hand-written PyTorch loop over the same preloaded, normalized tensors;
 (c) a plain LightningModule fed by torchvision's FashionMNIST + DataLoader(ToTensor, Normalize), logging every step;
 (d) the floor under (a): a minimal LightningModule (loss only, no metrics, logger or callbacks) on optimlight's
@@ -32,23 +32,32 @@ import torch
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from optimlight.api import train
-from optimlight.data import MEAN, STD, FashionMNISTDataModule, default_data_dir, split_indices
-from optimlight.models import CNN, MLP
+from optimlight.app.data import MEAN, STD, FashionMNISTDataModule, default_data_dir, split_indices
+from optimlight.app.models import CNN, MLP
+from optimlight.tools.api import train
 
 MODELS = {"mlp": MLP, "cnn": CNN}
-OPTIMIZER = {"lr": 1e-3, "weight_decay": 1e-4}  # seed 003's AdamW
+OPTIMIZER = {"lr": 1e-3, "weight_decay": 1e-4}  # seed 003's AdamW (docs/fashion-mnist-experiment.md)
 
 
 def optimlight_path(model, epochs, batches, data_dir, work, knob=()) -> tuple[list[float], float]:
     overrides = [
-        f"model={model}", f"data.data_dir={data_dir}", f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu",
-        "trainer.num_sanity_val_steps=0", "logger=none", f"optimizer.lr={OPTIMIZER['lr']}",
-        f"optimizer.weight_decay={OPTIMIZER['weight_decay']}", "optimizer.no_decay=[]",
+        f"model={model}",
+        f"data.data_dir={data_dir}",
+        f"trainer.max_epochs={epochs}",
+        "trainer.accelerator=cpu",
+        "trainer.num_sanity_val_steps=0",
+        "logger=none",
+        f"optimizer.lr={OPTIMIZER['lr']}",
+        f"optimizer.weight_decay={OPTIMIZER['weight_decay']}",
+        "optimizer.no_decay=[]",
     ]
     if batches:
-        overrides += [f"trainer.limit_train_batches={batches}", f"trainer.limit_test_batches={batches}",
-                      f"trainer.limit_val_batches={batches}"]
+        overrides += [
+            f"trainer.limit_train_batches={batches}",
+            f"trainer.limit_test_batches={batches}",
+            f"trainer.limit_val_batches={batches}",
+        ]
     threads, matmul = torch.get_num_threads(), torch.get_float32_matmul_precision()
     try:
         results = train([*overrides, *knob], run_dir=tempfile.mkdtemp(dir=work))
@@ -59,7 +68,7 @@ def optimlight_path(model, epochs, batches, data_dir, work, knob=()) -> tuple[li
 
 
 def hand_written_loop(model, epochs, batches, data_dir, work) -> tuple[list[float], float]:
-    dm = FashionMNISTDataModule(data_dir=data_dir, batch_size=64)
+    dm = FashionMNISTDataModule(data_dir=data_dir, batch_size=64, seed=42)  # the seed train.py runs with
     dm.setup("fit")
     (x, y), (test_x, test_y) = dm._tensors["train"], dm._tensors["test"]
     L.seed_everything(42)
@@ -71,7 +80,7 @@ def hand_written_loop(model, epochs, batches, data_dir, work) -> tuple[list[floa
     for epoch in range(epochs):
         start = time.perf_counter()
         net.train()
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(dm.hparams.split_seed + epoch))
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(dm.hparams.seed + epoch))
         for i in range(steps):
             idx = order[i * 64 : (i + 1) * 64]
             loss = loss_fn(net(x[idx]), y[idx])
@@ -124,9 +133,16 @@ def fit_and_test(module, train_loader, test_loader, epochs, batches, work, **tra
     """Lightning's Trainer with no logger and no checkpoints: seconds per training epoch, test accuracy."""
     clock = EpochClock()
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, callbacks=[clock],
-        limit_train_batches=batches or 1.0, limit_test_batches=batches or 1.0, default_root_dir=work,
-        enable_model_summary=False, **trainer_args,
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[clock],
+        limit_train_batches=batches or 1.0,
+        limit_test_batches=batches or 1.0,
+        default_root_dir=work,
+        enable_model_summary=False,
+        **trainer_args,
     )
     trainer.fit(module, train_loader)
     return clock.times, trainer.test(module, test_loader, verbose=False)[0]["test_acc"]
@@ -146,13 +162,11 @@ def dataloader_lightning(model, epochs, batches, data_dir, work) -> tuple[list[f
 
 
 def bare_lightning(model, epochs, batches, data_dir, work) -> tuple[list[float], float]:
-    dm = FashionMNISTDataModule(data_dir=data_dir, batch_size=64)
+    dm = FashionMNISTDataModule(data_dir=data_dir, batch_size=64, seed=42)  # the seed train.py runs with
     dm.setup("fit")
     L.seed_everything(42)
     module = PlainModule(model, log_steps=False)
-    return fit_and_test(
-        module, dm.train_dataloader(), dm.test_dataloader(), epochs, batches, work, enable_progress_bar=False
-    )
+    return fit_and_test(module, dm.train_dataloader(), dm.test_dataloader(), epochs, batches, work, enable_progress_bar=False)
 
 
 PATHS = {
@@ -189,8 +203,10 @@ def print_table(title: str, times: dict, accs: dict, baseline: str | None = None
 
 def header(model: str, epochs: int, rounds: int, batches: int | None) -> str:
     per_epoch = f"{batches} batches" if batches else "full epochs"
-    return (f"{model}: {epochs} epoch(s) x {rounds} round(s) ({per_epoch}), batch 64, AdamW lr {OPTIMIZER['lr']} "
-            f"wd {OPTIMIZER['weight_decay']}, torch threads {torch.get_num_threads()}")
+    return (
+        f"{model}: {epochs} epoch(s) x {rounds} round(s) ({per_epoch}), batch 64, AdamW lr {OPTIMIZER['lr']} "
+        f"wd {OPTIMIZER['weight_decay']}, torch threads {torch.get_num_threads()}"
+    )
 
 
 def bench(model: str, epochs: int, rounds: int, batches: int | None, data_dir: str, work: str) -> dict:
@@ -198,8 +214,10 @@ def bench(model: str, epochs: int, rounds: int, batches: int | None, data_dir: s
     times, accs = interleave(runs, rounds)
     med = print_table(header(model, epochs, rounds, batches), times, accs)
     a, b, c, d = (med[n] for n in PATHS)
-    print(f"ratios: a/b = {a / b:.2f}   c/a = {c / a:.2f}   d/b = {d / b:.2f} (Lightning's loop)   "
-          f"a/d = {a / d:.2f} (optimlight over that)")
+    print(
+        f"ratios: a/b = {a / b:.2f}   c/a = {c / a:.2f}   d/b = {d / b:.2f} (Lightning's loop)   "
+        f"a/d = {a / d:.2f} (optimlight over that)"
+    )
     return {"median": med, "acc": accs, "a/b": a / b, "c/a": c / a, "d/b": d / b, "a/d": a / d}
 
 

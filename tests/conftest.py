@@ -1,18 +1,31 @@
-"""Shared fixtures: compose the real Hydra config in-process and run it, without a subprocess per test."""
+"""Shared fixtures: compose the real Hydra config in-process and run it, without a subprocess per test.
+
+Two datasets: `data_dir` is a synthetic Fashion-MNIST (tests/idx.py) that every test may use and that needs no
+download; `fashion_mnist` is the real one, found through OPTIMLIGHT_DATA_DIR, then ./data, then a torchvision
+download, and the test that asks for it is skipped with one line when all three fail.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
+import logging
 import os
+import socket
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import wandb
 from hydra.core.global_hydra import GlobalHydra
 
-from optimlight.api import compose_config
-from optimlight.train import run
+from optimlight.app.cli import main
+from optimlight.app.config import compose_config
+from optimlight.app.data import DataError, ensure_raw_files, raw_dir
+from optimlight.app.run import run
+from tests.idx import write_synthetic_fashion_mnist
 
 #: The nine optimizers of the seeds: config option -> torch class.
 TORCH_OPTIMIZERS = {
@@ -27,8 +40,7 @@ TORCH_OPTIMIZERS = {
     "lbfgs": torch.optim.LBFGS,
 }
 REPO = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("OPTIMLIGHT_DATA_DIR", REPO.parent / "shared" / "data"))
-#: Overrides that make a run take seconds: a few batches of real data, one epoch.
+#: Overrides that make a run take seconds: a few batches, one epoch.
 TINY = [
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=8",
@@ -47,21 +59,62 @@ def load_bench(name: str):
     return module
 
 
+@functools.cache
+def find_fashion_mnist() -> tuple[Path | None, str]:
+    """(the real data's dir, "") or (None, why not): OPTIMLIGHT_DATA_DIR, then ./data, then a download to ./data."""
+    env = os.environ.get("OPTIMLIGHT_DATA_DIR")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path("data").resolve())
+    for candidate in candidates:
+        if (raw_dir(candidate) / "train-images-idx3-ubyte").exists():
+            return candidate, ""
+    timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(10)
+    try:
+        ensure_raw_files(candidates[-1], download=True)
+        return candidates[-1], ""
+    except DataError as exc:
+        tried = ", ".join(str(c) for c in candidates)
+        return None, f"real Fashion-MNIST not found ({tried}) and not downloadable: {str(exc).rsplit(': ', 1)[-1]}"
+    finally:
+        socket.setdefaulttimeout(timeout)
+
+
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
-    if not (DATA_DIR / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists():
-        pytest.fail(f"Fashion-MNIST not found under {DATA_DIR}; set OPTIMLIGHT_DATA_DIR")
-    return DATA_DIR
+def fashion_mnist() -> Path:
+    """The real Fashion-MNIST (60,000 + 10,000 images); the test is skipped, with the reason, without it."""
+    found, why = find_fashion_mnist()
+    if found is None:
+        pytest.skip(why)
+    return found
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A synthetic Fashion-MNIST in torchvision's layout: 10,000 training (5,000 after the validation split) and 1,000 test images."""
+    return write_synthetic_fashion_mnist(tmp_path_factory.mktemp("synthetic_fashion_mnist"))
+
+
+def composer(data: Path, tmp_path: Path):
+    """`compose(overrides)` -> composed config on `data` whose run dir is a fresh temporary folder."""
+
+    def _compose(overrides=(), run_dir: Path | None = None):
+        return compose_config([f"data.data_dir={data}", *overrides], run_dir or tmp_path / "run")
+
+    return _compose
 
 
 @pytest.fixture
 def compose_cfg(tmp_path, data_dir):
-    """`compose_cfg(overrides)` -> composed config whose run dir is a fresh temporary folder, real data."""
+    """`compose_cfg(overrides)` -> composed config on the synthetic data."""
+    yield composer(data_dir, tmp_path)
+    GlobalHydra.instance().clear()
 
-    def _compose(overrides=(), run_dir: Path | None = None):
-        return compose_config([f"data.data_dir={data_dir}", *overrides], run_dir or tmp_path / "run")
 
-    yield _compose
+@pytest.fixture
+def compose_real_cfg(tmp_path, fashion_mnist):
+    """`compose_real_cfg(overrides)` -> composed config on the real Fashion-MNIST."""
+    yield composer(fashion_mnist, tmp_path)
     GlobalHydra.instance().clear()
 
 
@@ -75,3 +128,26 @@ def train_run(compose_cfg):
         return cfg, json.loads((Path(cfg.hydra.runtime.output_dir) / "results.json").read_text())
 
     return _run
+
+
+@pytest.fixture
+def multirun(monkeypatch, data_dir):
+    """`multirun(overrides, sweep_dir)` -> exit code of `python train.py -m <overrides>`, run in this process."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+
+    def _multirun(overrides, sweep_dir: Path) -> int:
+        args = ["train.py", "-m", f"data.data_dir={data_dir}", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+        monkeypatch.setattr(sys, "argv", args)
+        wandb.teardown()
+        try:
+            main()
+        except SystemExit as exit:  # Hydra exits 1 when a job failed, after running the others
+            return exit.code
+        finally:
+            wandb.teardown()
+            GlobalHydra.instance().clear()
+        return 0
+
+    yield _multirun
+    root.handlers[:], root.level = handlers, level  # Hydra configured logging for the jobs

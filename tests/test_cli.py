@@ -5,12 +5,15 @@ import sys
 import pytest
 import torch
 
-from optimlight.train import main
+from optimlight.app.cli import main
 
 # (overrides, the one line the user sees after "error: ")  -- README "Troubleshooting" lists the same cases
 BAD_INPUTS = [
     (["model=nope"], "model='nope' is not allowed: expected one of cnn, mlp"),
-    (["optimizer=adamm"], "optimizer='adamm' is not allowed: expected one of adadelta, adagrad, adam, adamw, asgd, lbfgs, nadam, rmsprop, sgd"),
+    (
+        ["optimizer=adamm"],
+        "optimizer='adamm' is not allowed: expected one of adadelta, adagrad, adam, adamw, asgd, lbfgs, nadam, rmsprop, sgd",
+    ),
     (["data.batchsize=32"], "data.batchsize is not a config key: check the spelling, or add a new key with +data.batchsize=..."),
     (["data.batch_size=[1"], "'data.batch_size=[1' is not a valid override"),
     (["data.batch_size=0"], "data.batch_size=0 is not allowed: expected a positive integer"),
@@ -31,14 +34,26 @@ BAD_INPUTS = [
     (["scheduler=onecycle", "scheduler.pct_start=1.5"], "scheduler.pct_start=1.5 is not allowed"),
     (["scheduler=cosine", "scheduler.interval=batch"], "scheduler.interval='batch' is not allowed"),
     (["scheduler=plateau", "scheduler.monitor=val/accuracy"], "scheduler.monitor='val/accuracy' is not allowed"),
-    (["scheduler=onecycle", "trainer.max_epochs=-1"], "trainer.max_epochs=-1 is not allowed: expected a finite number of steps to size OneCycleLR from"),
+    (
+        ["scheduler=onecycle", "trainer.max_epochs=-1"],
+        "trainer.max_epochs=-1 is not allowed: expected a finite number of steps to size OneCycleLR from",
+    ),
     (["optimizer=lbfgs", "scheduler=cosine"], "scheduler.eta_min=0.0 is not allowed: expected a number > 0 with LBFGS"),
     (["trainer.precision=8"], "trainer.precision=8 is not allowed"),
     (["trainer=gpu"], "trainer.accelerator='gpu' is not allowed: expected cpu or auto (this machine has no GPU)"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed"),
-    (["optimizer.fused=true", "optimizer.foreach=true"], "optimizer.fused=True is not allowed: expected false or null with optimizer.foreach=true"),
-    (["optimizer.fused=true", "optimizer.differentiable=true"], "optimizer.fused=True is not allowed: expected false or null with optimizer.differentiable=true"),
-    (["optimizer.fused=true", "trainer.precision=16-mixed", "trainer.gradient_clip_val=1.0"], "optimizer.fused=True is not allowed: expected false or null with trainer.precision=16-mixed and trainer.gradient_clip_val"),
+    (
+        ["optimizer.fused=true", "optimizer.foreach=true"],
+        "optimizer.fused=True is not allowed: expected false or null with optimizer.foreach=true",
+    ),
+    (
+        ["optimizer.fused=true", "optimizer.differentiable=true"],
+        "optimizer.fused=True is not allowed: expected false or null with optimizer.differentiable=true",
+    ),
+    (
+        ["optimizer.fused=true", "trainer.precision=16-mixed", "trainer.gradient_clip_val=1.0"],
+        "optimizer.fused=True is not allowed: expected false or null with trainer.precision=16-mixed and trainer.gradient_clip_val",
+    ),
 ]
 
 

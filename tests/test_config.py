@@ -6,9 +6,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from optimlight.errors import ConfigError
-from optimlight.train import CONFIG_DIR, build_module
-from optimlight.validate import validate
+from optimlight.app.config import CONFIG_DIR
+from optimlight.app.run import build_module
+from optimlight.app.validate import validate
+from optimlight.plugin.errors import ConfigError
 
 GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "averaging", "tune", "experiment")
 

@@ -1,11 +1,12 @@
-"""The DataModule on the real Fashion-MNIST files and on tiny IDX files written here."""
+"""The DataModule on the real Fashion-MNIST files (sizes, statistics) and on synthetic IDX files written here."""
 
 import pytest
 import torch
 
-from optimlight.data import (
+from optimlight.app.data import (
     MEAN,
     STD,
+    DataError,
     FashionMNISTDataModule,
     TensorBatches,
     augment_batch,
@@ -13,12 +14,13 @@ from optimlight.data import (
     read_idx,
     split_indices,
 )
-from optimlight.errors import ConfigError, DataError
+from optimlight.plugin.errors import ConfigError
+from tests.idx import write_idx
 
 
 @pytest.fixture(scope="module")
-def datamodule(data_dir):
-    dm = FashionMNISTDataModule(data_dir=str(data_dir), batch_size=128, val_size=5000, split_seed=7)
+def datamodule(fashion_mnist):
+    dm = FashionMNISTDataModule(data_dir=str(fashion_mnist), batch_size=128, val_size=5000, split_seed=7)
     dm.setup("fit")
     return dm
 
@@ -47,11 +49,13 @@ def test_real_data_sizes_and_normalization(datamodule):
     assert raw.min().item() == pytest.approx(0.0, abs=1e-6) and raw.max().item() == pytest.approx(1.0, abs=1e-6)
 
 
-def test_tensor_path_matches_torchvision_transforms(data_dir, datamodule):
+def test_tensor_path_matches_torchvision_transforms(fashion_mnist, datamodule):
     from torchvision import datasets, transforms
 
     reference = datasets.FashionMNIST(
-        str(data_dir), train=False, transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+        str(fashion_mnist),
+        train=False,
+        transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))]),
     )
     x, y = reference[123]
     test_x, test_y = datamodule._tensors["test"]
@@ -98,11 +102,6 @@ def test_dataloader_path_uses_the_same_split(data_dir):
     tx, ty = next(iter(tensor_dm.val_dataloader()))
     assert len(y) == len(ty) == 1000
     assert torch.equal(y, ty) and torch.allclose(x, tx, atol=1e-6)
-
-
-def write_idx(path, array: torch.Tensor):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.numpy().tobytes())
 
 
 def test_truncated_idx_file_names_the_file(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from optimlight.module import Classifier
+from optimlight.app.module import Classifier
 from tests.conftest import REPO, TINY
 
 

@@ -12,9 +12,9 @@ import torch
 from lightning.pytorch.callbacks import StochasticWeightAveraging
 from torch.nn.utils import parameters_to_vector
 
-from optimlight.ema import EMA
-from optimlight.errors import ConfigError
-from optimlight.validate import validate
+from optimlight.app.ema import EMA
+from optimlight.app.validate import validate
+from optimlight.plugin.errors import ConfigError
 
 #: Two epochs of five optimizer steps, an EMA that moves fast enough to differ clearly from the raw weights.
 EMA_RUN = [
@@ -78,8 +78,13 @@ def metrics_rows(run_dir: Path) -> list[dict]:
 )
 def test_tested_weights_are_the_closed_form_ema_of_the_trajectory(train_run, decay, warmup, every, start):
     cfg, results = train_run(
-        [*EMA_RUN, f"callbacks.ema.decay={decay}", f"callbacks.ema.warmup={warmup}",
-         f"callbacks.ema.update_every_n_steps={every}", f"callbacks.ema.update_starting_at_step={start}"]
+        [
+            *EMA_RUN,
+            f"callbacks.ema.decay={decay}",
+            f"callbacks.ema.warmup={warmup}",
+            f"callbacks.ema.update_every_n_steps={every}",
+            f"callbacks.ema.update_starting_at_step={start}",
+        ]
     )
     recorder = WeightRecorder.last
     best = Path(results["best_checkpoint"])
@@ -132,8 +137,12 @@ def test_resume_restores_the_ema_exactly(train_run, tmp_path):
 
 def test_swa_tests_the_averaged_weights(train_run):
     cfg, results = train_run(
-        ["averaging=swa", "callbacks.swa.swa_epoch_start=1", "trainer.max_epochs=2",
-         "+callbacks.recorder._target_=tests.test_ema.WeightRecorder"]
+        [
+            "averaging=swa",
+            "callbacks.swa.swa_epoch_start=1",
+            "trainer.max_epochs=2",
+            "+callbacks.recorder._target_=tests.test_ema.WeightRecorder",
+        ]
     )
     recorder = WeightRecorder.last
     assert results["status"] == "completed" and results["best_checkpoint"] is None

@@ -10,9 +10,9 @@ import matplotlib.image
 import pytest
 import torch
 
-from optimlight.errors import ConfigError
-from optimlight.train import run
-from optimlight.validate import validate
+from optimlight.app.run import run
+from optimlight.app.validate import validate
+from optimlight.plugin.errors import ConfigError
 from tests.conftest import TINY
 
 #: A short range test: 30 optimizer steps on real batches, one epoch of 40 batches so it is not cut short.
@@ -41,7 +41,7 @@ def test_lr_find_suggests_an_lr_in_range_plots_it_and_stops(compose_cfg, capsys)
 
     out = capsys.readouterr().out
     assert f"lr_find: suggested lr {suggestion:.3g} for torch.optim.AdamW" in out
-    assert f"train with: python train.py " in out and out.rstrip().endswith(record["override"])
+    assert "train with: python train.py " in out and out.rstrip().endswith(record["override"])
     rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
     assert float(rows[0]["tune/lr_suggestion"]) == pytest.approx(suggestion)
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "results.json").exists()  # no training

@@ -3,8 +3,8 @@
 import torch
 from torch import nn
 
-from optimlight.models import CNN, MLP
-from optimlight.optim import build_optimizer
+from optimlight.app.models import CNN, MLP
+from optimlight.plugin.optimizers import build_optimizer
 
 
 def test_mlp_is_the_seed_network():

@@ -5,11 +5,18 @@ import sys
 import pytest
 import torch
 
-from optimlight.train import EXIT_TRAINING_FAILED, main
+from optimlight.app.cli import EXIT_TRAINING_FAILED, main
 
-RUN = ["trainer.max_epochs=2", "trainer.limit_train_batches=30", "trainer.limit_val_batches=2",
-       "trainer.limit_test_batches=2", "trainer.num_sanity_val_steps=0", "logger=csv",
-       "+callbacks.nan._target_=tests.signals.NaNInputAt", "+callbacks.nan.step=40"]
+RUN = [
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=30",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.num_sanity_val_steps=0",
+    "logger=csv",
+    "+callbacks.nan._target_=tests.signals.NaNInputAt",
+    "+callbacks.nan.step=40",
+]
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(monkeypatch, capsys, tmp_path, data_dir):
@@ -26,8 +33,15 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(monkeyp
 
 
 def test_skip_nonfinite_loss_skips_only_that_step(train_run):
-    cfg, results = train_run([*RUN[:-2], "+callbacks.nan._target_=tests.signals.NaNInputAt", "+callbacks.nan.step=40",
-                              "module.skip_nonfinite_loss=true", "trainer.max_epochs=2"])
+    cfg, results = train_run(
+        [
+            *RUN[:-2],
+            "+callbacks.nan._target_=tests.signals.NaNInputAt",
+            "+callbacks.nan.step=40",
+            "module.skip_nonfinite_loss=true",
+            "trainer.max_epochs=2",
+        ]
+    )
     assert results["status"] == "completed"
     last = torch.load(f"{cfg.hydra.runtime.output_dir}/checkpoints/last.ckpt", weights_only=False)
     # Lightning still counts the step; the optimizer got no gradients for it, so the NaN never reached the weights

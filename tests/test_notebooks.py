@@ -1,6 +1,6 @@
 """The notebooks execute top to bottom in quick mode (OPTIMLIGHT_NOTEBOOK_QUICK=1: every run one epoch of three
 batches) in a kernel of this interpreter, on the real data, and show what they promise; plus the helpers they
-share (optimlight.notebook_utils) on real runs."""
+share (optimlight.tools.notebooks) on real runs."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 
-from optimlight import notebook_utils as nu
-from optimlight.errors import ConfigError
+from optimlight.plugin.errors import ConfigError
+from optimlight.tools import notebooks as nu
 from tests.conftest import REPO, TINY
 
 NOTEBOOKS = REPO / "notebooks"
@@ -60,8 +60,9 @@ def outputs(nb, kind: str) -> list:
 def test_optimizer_comparison_runs_quick_and_reports_its_runs(tmp_path, data_dir):
     nb = execute("optimizer_comparison.ipynb", tmp_path, data_dir)
     runs = tmp_path / "runs" / "optimizer_comparison"
-    seed003 = {name: json.loads((runs / "seed003" / name / "results.json").read_text())
-               for name in ("SGD", "Adagrad", "Adam", "AdamW")}
+    seed003 = {
+        name: json.loads((runs / "seed003" / name / "results.json").read_text()) for name in ("SGD", "Adagrad", "Adam", "AdamW")
+    }
     grid = sorted(path.parent.relative_to(runs / "grid").as_posix() for path in (runs / "grid").glob("*/*/results.json"))
     assert grid == sorted(f"{o}/{s}" for o in nu.options("optimizer") for s in ("cosine", "onecycle", "plateau", "step"))
     assert len(grid) == 36
@@ -118,8 +119,7 @@ def test_options_lists_a_config_group():
 
 def test_train_all_keeps_quiet_curves_and_a_diverged_run(tmp_path, data_dir, capsys):
     base = [f"data.data_dir={data_dir}", *TINY, "trainer.max_epochs=2", "callbacks.nonfinite_guard.check_every_n_steps=1"]
-    jobs = nu.train_all({"adam": [*base, "optimizer=adam"], "diverged": [*base, "optimizer=sgd", "optimizer.lr=1e30"]},
-                        tmp_path)
+    jobs = nu.train_all({"adam": [*base, "optimizer=adam"], "diverged": [*base, "optimizer=sgd", "optimizer.lr=1e30"]}, tmp_path)
     printed = capsys.readouterr()
     assert printed.out.splitlines()[0].startswith("adam: completed, test/acc=")
     assert "Seed set to" not in printed.out + printed.err and "Test metric" not in printed.out
@@ -144,8 +144,9 @@ def test_train_all_keeps_quiet_curves_and_a_diverged_run(tmp_path, data_dir, cap
 )
 def test_train_all_stops_at_a_bad_config(tmp_path, data_dir, override, error):
     with pytest.raises(error):
-        nu.train_all({"bad": [f"data.data_dir={data_dir}", *TINY, override], "next": [f"data.data_dir={data_dir}", *TINY]},
-                     tmp_path)
+        nu.train_all(
+            {"bad": [f"data.data_dir={data_dir}", *TINY, override], "next": [f"data.data_dir={data_dir}", *TINY]}, tmp_path
+        )
     assert not (tmp_path / "bad" / "results.json").exists() and not (tmp_path / "next").exists()
 
 

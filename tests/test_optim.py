@@ -16,12 +16,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from optimlight.audit import format_table, group_rows
-from optimlight.errors import ConfigError
-from optimlight.models import MLP
-from optimlight.optim import PLUGIN_KEYS, build_optimizer, no_decay_names, param_groups
-from optimlight.train import build_module
-from optimlight.validate import validate
+from optimlight.app.audit import format_table, group_rows
+from optimlight.app.models import MLP
+from optimlight.app.run import build_module
+from optimlight.app.validate import validate
+from optimlight.plugin.errors import ConfigError
+from optimlight.plugin.optimizers import PLUGIN_KEYS, build_optimizer
+from optimlight.plugin.param_groups import no_decay_names, param_groups
 from tests.conftest import TORCH_OPTIMIZERS, load_bench
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -102,7 +103,10 @@ def test_cnn_excludes_batchnorm_and_biases():
     # conv blocks 0 and 1 (conv without bias, BatchNorm at .1), Linear layers 3 and 6
     assert no_decay_group_names(groups) == {"0.1.weight", "0.1.bias", "1.1.weight", "1.1.bias", "3.bias", "6.bias"}
     assert {n for g in groups if g["name"] == "decay" for n, _ in g["params"]} == {
-        "0.0.weight", "1.0.weight", "3.weight", "6.weight"
+        "0.0.weight",
+        "1.0.weight",
+        "3.weight",
+        "6.weight",
     }
     assert_partition(groups, model)
 
@@ -138,9 +142,17 @@ class MyNorm(nn.LayerNorm):
 @pytest.mark.parametrize(
     "norm",
     [
-        nn.BatchNorm1d(4), nn.BatchNorm2d(4), nn.BatchNorm3d(4), nn.SyncBatchNorm(4), nn.LayerNorm(4),
-        nn.GroupNorm(2, 4), nn.InstanceNorm1d(4, affine=True), nn.InstanceNorm2d(4, affine=True),
-        nn.InstanceNorm3d(4, affine=True), nn.RMSNorm(4), MyNorm(4),
+        nn.BatchNorm1d(4),
+        nn.BatchNorm2d(4),
+        nn.BatchNorm3d(4),
+        nn.SyncBatchNorm(4),
+        nn.LayerNorm(4),
+        nn.GroupNorm(2, 4),
+        nn.InstanceNorm1d(4, affine=True),
+        nn.InstanceNorm2d(4, affine=True),
+        nn.InstanceNorm3d(4, affine=True),
+        nn.RMSNorm(4),
+        MyNorm(4),
     ],
     ids=lambda m: type(m).__name__,
 )
@@ -209,7 +221,7 @@ def test_adam_weight_decay_is_coupled_l2_and_adamw_or_decoupled_adam_is_not():
 
 def test_lbfgs_takes_one_group_with_a_one_line_notice(caplog):
     model = MLP()
-    with caplog.at_level(logging.WARNING, logger="optimlight.optim"):
+    with caplog.at_level(logging.WARNING, logger="optimlight.plugin.optimizers"):
         optimizer = build_optimizer(model, optimizer_node("lbfgs", no_decay=["bias"]))
     assert [r.getMessage() for r in caplog.records] == [
         "LBFGS takes a single parameter group: weight-decay grouping (no_decay) skipped"
@@ -221,7 +233,7 @@ def test_lbfgs_takes_one_group_with_a_one_line_notice(caplog):
 
 
 def test_audit_prints_and_logs_the_groups(train_run, capsys, caplog):
-    caplog.set_level(logging.DEBUG, logger="optimlight.audit")
+    caplog.set_level(logging.DEBUG, logger="optimlight.app.audit")
     cfg, results = train_run(["optimizer=adamw", "optimizer.weight_decay=0.05"])
     assert results["status"] == "completed"
     linears = [m for m in MLP() if isinstance(m, nn.Linear)]
@@ -237,7 +249,7 @@ def test_audit_prints_and_logs_the_groups(train_run, capsys, caplog):
     hparams = yaml.safe_load((Path(cfg.hydra.runtime.output_dir) / "csv" / "hparams.yaml").read_text())
     assert hparams["param_groups"] == expected
     names = [f"net.{n}" for n, _ in MLP().named_parameters()]
-    debug = [r.getMessage() for r in caplog.records if r.name == "optimlight.audit"]
+    debug = [r.getMessage() for r in caplog.records if r.name == "optimlight.app.audit"]
     assert debug == [
         f"AdamW/decay (weight_decay=0.05): {', '.join(n for n in names if n.endswith('weight'))}",
         f"AdamW/no_decay (weight_decay=0.0): {', '.join(n for n in names if n.endswith('bias'))}",
@@ -252,16 +264,26 @@ QUICK = {"lbfgs": ["trainer.limit_train_batches=4", "optimizer.max_iter=5"]}
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_each_optimizer_lowers_the_mlp_loss_on_real_data(compose_cfg, name):
-    cfg = compose_cfg([
-        f"optimizer={name}", "model=mlp", "trainer.max_epochs=1", "trainer.limit_train_batches=25",
-        "trainer.limit_val_batches=2", "trainer.num_sanity_val_steps=0", *QUICK.get(name, []),
-    ])
+    cfg = compose_cfg(
+        [
+            f"optimizer={name}",
+            "model=mlp",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=25",
+            "trainer.limit_val_batches=2",
+            "trainer.num_sanity_val_steps=0",
+            *QUICK.get(name, []),
+        ]
+    )
     validate(cfg)
     torch.manual_seed(cfg.seed)
     datamodule, module = instantiate(cfg.data), build_module(cfg)
     trainer = instantiate(  # inference_mode=False: validating before fit must not turn metric states into
         cfg.trainer,  # inference tensors that training then updates in place
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         inference_mode=False,
     )
     before = trainer.validate(module, datamodule=datamodule, verbose=False)[0]["val/loss"]
@@ -322,11 +344,16 @@ def test_unknown_optimizer_lists_the_options(compose_cfg):
     assert all(f"\t{name}\n" in str(info.value) for name in OPTIMIZERS)
 
 
-def test_bench_table_runs_on_real_data(data_dir, tmp_path):
+def test_bench_table_runs_on_real_data(fashion_mnist, tmp_path):
     """bench/optimizers.py end to end on a few batches: one row per optimizer, LBFGS on its larger batches."""
     bench = load_bench("optimizers")
-    limits = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-              "trainer.num_sanity_val_steps=0", f"data.data_dir={data_dir}"]
+    limits = [
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "trainer.num_sanity_val_steps=0",
+        f"data.data_dir={fashion_mnist}",
+    ]
     rows = bench.bench(["lbfgs"], 1, [*limits, "optimizer.max_iter=2"], tmp_path) + bench.bench(["sgd"], 1, limits, tmp_path)
     table = bench.markdown(rows).splitlines()
     assert [r["optimizer"] for r in rows] == ["lbfgs", "sgd"] and {r["status"] for r in rows} == {"completed"}

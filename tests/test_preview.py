@@ -13,13 +13,12 @@ from hydra.utils import instantiate
 from lightning import Callback
 from matplotlib.image import imread
 
-from optimlight.data import TRAIN_SIZE
-from optimlight.errors import ConfigError
-from optimlight.preview import format_table, plan_run, plot_curves, schedule_curves
-from optimlight.train import build_module
+from optimlight.app.data import TRAIN_SIZE
+from optimlight.app.run import build_module
+from optimlight.plugin.errors import ConfigError
+from optimlight.tools.preview import format_table, plan_run, plot_curves, schedule_curves
 from tests.conftest import REPO
 from tests.metrics_csv import logged
-
 
 
 @pytest.mark.parametrize(
@@ -27,17 +26,30 @@ from tests.metrics_csv import logged
     [
         ["scheduler=onecycle", "optimizer=sgd", "trainer.limit_train_batches=7", "trainer.accumulate_grad_batches=2"],
         # Lightning counts `frequency` in batches of the epoch: with accumulation some optimizer steps are skipped
-        ["scheduler=step", "scheduler.interval=step", "scheduler.step_size=1", "scheduler.gamma=0.8",
-         "scheduler.frequency=2", "trainer.limit_train_batches=7", "trainer.accumulate_grad_batches=2"],
-        ["scheduler=cosine", "scheduler.interval=step", "scheduler.warmup_epochs=1", "trainer.max_epochs=3",
-         "trainer.limit_train_batches=3", "trainer.max_steps=8"],
+        [
+            "scheduler=step",
+            "scheduler.interval=step",
+            "scheduler.step_size=1",
+            "scheduler.gamma=0.8",
+            "scheduler.frequency=2",
+            "trainer.limit_train_batches=7",
+            "trainer.accumulate_grad_batches=2",
+        ],
+        [
+            "scheduler=cosine",
+            "scheduler.interval=step",
+            "scheduler.warmup_epochs=1",
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=3",
+            "trainer.max_steps=8",
+        ],
     ],
     ids=["onecycle-sgd-accumulate", "step-frequency2", "cosine-warmup-max_steps"],
 )
 def test_preview_is_the_curve_a_real_run_logs(train_run, overrides):
-    cfg, _ = train_run([
-        "trainer.max_epochs=2", *overrides, "trainer.log_every_n_steps=1", "+callbacks.lr_monitor.log_momentum=true"
-    ])
+    cfg, _ = train_run(
+        ["trainer.max_epochs=2", *overrides, "trainer.log_every_n_steps=1", "+callbacks.lr_monitor.log_momentum=true"]
+    )
     curves = schedule_curves(cfg)
     run_dir, name = Path(cfg.hydra.runtime.output_dir), cfg.optimizer._target_.rsplit(".", 1)[-1]
     np.testing.assert_allclose(curves["lr/decay"], logged(run_dir, f"lr-{name}/decay"), rtol=1e-6)
@@ -63,11 +75,16 @@ class CountBatches(Callback):
     ],
     ids=["defaults", "fraction-accumulate", "max_steps"],
 )
-def test_plan_counts_what_lightning_counts_on_the_full_data(compose_cfg, overrides):
-    cfg = compose_cfg(overrides)
+def test_plan_counts_what_lightning_counts_on_the_full_data(compose_real_cfg, overrides):
+    cfg = compose_real_cfg(overrides)
     trainer = instantiate(
-        cfg.trainer, callbacks=[CountBatches()], logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0,
+        cfg.trainer,
+        callbacks=[CountBatches()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
     )
     with pytest.raises(Counted) as counted:
         trainer.fit(build_module(cfg), datamodule=instantiate(cfg.data))
@@ -86,10 +103,17 @@ def test_plan_counts_what_lightning_counts_on_the_full_data(compose_cfg, overrid
     ],
 )
 def test_plateau_preview_follows_a_made_up_metric(compose_cfg, monitor, metrics, factors):
-    cfg = compose_cfg([
-        "scheduler=plateau", f"scheduler.monitor={monitor}", "scheduler.patience=2", "scheduler.factor=0.5",
-        "scheduler.threshold=0", "trainer.max_epochs=8", "trainer.limit_train_batches=2",
-    ])
+    cfg = compose_cfg(
+        [
+            "scheduler=plateau",
+            f"scheduler.monitor={monitor}",
+            "scheduler.patience=2",
+            "scheduler.factor=0.5",
+            "scheduler.threshold=0",
+            "trainer.max_epochs=8",
+            "trainer.limit_train_batches=2",
+        ]
+    )
     curves = schedule_curves(cfg, metrics)  # the list's last value repeats: a plateau after it
     per_epoch = curves["lr/decay"][::2]
     np.testing.assert_allclose(per_epoch, cfg.optimizer.lr * np.array(factors), rtol=1e-6)
@@ -116,8 +140,11 @@ def test_plot_and_table_show_momentum_only_where_it_cycles(compose_cfg):
 
 def preview_cli(*overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "optimlight.preview", *overrides],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "optimlight.tools.preview", *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -138,7 +165,5 @@ def test_cli_writes_the_png_and_prints_the_table(compose_cfg, tmp_path):
 def test_cli_bad_value_is_one_line_and_exit_code_2(tmp_path):
     proc = preview_cli("scheduler=onecycle", "scheduler.pct_start=1.5", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "error: scheduler.pct_start=1.5 is not allowed: expected a number in (0, 1)"
-    )
+    assert proc.stderr.strip().splitlines()[-1] == ("error: scheduler.pct_start=1.5 is not allowed: expected a number in (0, 1)")
     assert not (tmp_path / "lr_schedule.png").exists()

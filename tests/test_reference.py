@@ -1,4 +1,4 @@
-"""optimlight.reference against torch.optim: the same 20 float64 steps on a small non-convex loss, over each
+"""optimlight.tools.reference against torch.optim: the same 20 float64 steps on a small non-convex loss, over each
 optimizer's option grid, must leave parameters (and ASGD's average) within 1e-10 of torch's.
 
 The references follow torch where the seed documents' formulas differ from it, and test_seed_formula_is_not_torchs
@@ -19,8 +19,8 @@ import itertools
 import pytest
 import torch
 
-from optimlight.errors import ConfigError
-from optimlight.reference import REFERENCE, make_reference
+from optimlight.plugin.errors import ConfigError
+from optimlight.tools.reference import REFERENCE, make_reference
 from tests.conftest import TORCH_OPTIMIZERS
 
 STEPS, TOL = 20, 1e-10
@@ -106,23 +106,43 @@ FLAGS = grid(weight_decay=[0.0, 0.1], maximize=[False, True])
 MOMENTS = [{"betas": (0.9, 0.999), "eps": 1e-8}, {"betas": (0.5, 0.9), "eps": 1e-3}]
 
 CASES = [
-    *(("sgd", {"lr": 0.05, **o}) for o in grid(momentum=[0.0, 0.9], dampening=[0.0, 0.5], nesterov=[False, True],
-                                               weight_decay=[0.0, 0.1], maximize=[False, True])
-      if not o["nesterov"] or (o["momentum"] and not o["dampening"])),
-    *(("adagrad", {"lr": 0.1, **o, **f}) for o in grid(lr_decay=[0.0, 0.1], initial_accumulator_value=[0.0, 0.5],
-                                                        eps=[1e-10, 1e-2]) for f in FLAGS),
+    *(
+        ("sgd", {"lr": 0.05, **o})
+        for o in grid(
+            momentum=[0.0, 0.9], dampening=[0.0, 0.5], nesterov=[False, True], weight_decay=[0.0, 0.1], maximize=[False, True]
+        )
+        if not o["nesterov"] or (o["momentum"] and not o["dampening"])
+    ),
+    *(
+        ("adagrad", {"lr": 0.1, **o, **f})
+        for o in grid(lr_decay=[0.0, 0.1], initial_accumulator_value=[0.0, 0.5], eps=[1e-10, 1e-2])
+        for f in FLAGS
+    ),
     *(("adadelta", {**o, **f}) for o in grid(lr=[1.0, 0.5], rho=[0.9, 0.5], eps=[1e-6, 1e-3]) for f in FLAGS),
-    *(("rmsprop", {"lr": 0.01, **o, **f}) for o in grid(centered=[False, True], momentum=[0.0, 0.9],
-                                                         alpha=[0.99, 0.9], eps=[1e-8, 1e-3]) for f in FLAGS),
-    *(("adam", {"lr": 0.01, **m, **o, **f}) for m in MOMENTS for o in grid(amsgrad=[False, True],
-                                                                            decoupled_weight_decay=[False, True])
-      for f in FLAGS if f["weight_decay"] or not o["decoupled_weight_decay"]),
-    *(("adamw", {"lr": 0.01, **m, **o}) for m in MOMENTS for o in grid(amsgrad=[False, True],
-                                                                        weight_decay=[0.0, 1e-2, 0.1],
-                                                                        maximize=[False, True])),
-    *(("nadam", {"lr": 0.01, **m, **o, **f}) for m in MOMENTS for o in grid(momentum_decay=[4e-3, 0.1],
-                                                                             decoupled_weight_decay=[False, True])
-      for f in FLAGS if f["weight_decay"] or not o["decoupled_weight_decay"]),
+    *(
+        ("rmsprop", {"lr": 0.01, **o, **f})
+        for o in grid(centered=[False, True], momentum=[0.0, 0.9], alpha=[0.99, 0.9], eps=[1e-8, 1e-3])
+        for f in FLAGS
+    ),
+    *(
+        ("adam", {"lr": 0.01, **m, **o, **f})
+        for m in MOMENTS
+        for o in grid(amsgrad=[False, True], decoupled_weight_decay=[False, True])
+        for f in FLAGS
+        if f["weight_decay"] or not o["decoupled_weight_decay"]
+    ),
+    *(
+        ("adamw", {"lr": 0.01, **m, **o})
+        for m in MOMENTS
+        for o in grid(amsgrad=[False, True], weight_decay=[0.0, 1e-2, 0.1], maximize=[False, True])
+    ),
+    *(
+        ("nadam", {"lr": 0.01, **m, **o, **f})
+        for m in MOMENTS
+        for o in grid(momentum_decay=[4e-3, 0.1], decoupled_weight_decay=[False, True])
+        for f in FLAGS
+        if f["weight_decay"] or not o["decoupled_weight_decay"]
+    ),
 ]
 
 
@@ -132,9 +152,16 @@ def test_matches_torch(name, options):
     assert_same_path(theirs, ours)
 
 
-@pytest.mark.parametrize("options", [{"lr": 0.05, "t0": t0, **la, **f} for t0 in [0.0, 5.0, 7.5, 1e6]
-                                     for la in [{"lambd": 1e-4, "alpha": 0.75}, {"lambd": 0.5, "alpha": 0.75},
-                                                {"lambd": 0.5, "alpha": 1.0}] for f in FLAGS], ids=case_id)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"lr": 0.05, "t0": t0, **la, **f}
+        for t0 in [0.0, 5.0, 7.5, 1e6]
+        for la in [{"lambd": 1e-4, "alpha": 0.75}, {"lambd": 0.5, "alpha": 0.75}, {"lambd": 0.5, "alpha": 1.0}]
+        for f in FLAGS
+    ],
+    ids=case_id,
+)
 def test_asgd_matches_torch_with_its_average(options):
     """torch's η_t = γ/(1+λγ(t-1))^α, not seed 000's 1/(γ(1+λγt)^α), and averaging from step t > t0 + 2, not t0 + 1."""
     theirs, ours, opt, ref = run_both("asgd", options)
@@ -186,22 +213,39 @@ def test_lbfgs_matches_torch(options):
         assert abs(ref.step(lambda params: loss_and_grads(params, sign, wiggly_loss)) - their_loss) <= TOL
     state = opt.state[theirs[0]]
     assert (ref.state["n_iter"], ref.state["func_evals"], len(ref.state["old_dirs"])) == (
-        state["n_iter"], state["func_evals"], len(state["old_dirs"]))
+        state["n_iter"],
+        state["func_evals"],
+        len(state["old_dirs"]),
+    )
     assert_same_path(theirs, ours)
 
 
 SEED_FORMULAS = {  # θ_1 by the seed's formula as written, from θ_0 with gradient g (m̂_1 = g, v̂_1 = g², G_1 = g²)
-    "seed000-adam-eps-in-root": ("adam", {"lr": 0.01, "eps": 1e-3},
-                                 lambda th, g, o: th - o["lr"] * g / (g * g + o["eps"]).sqrt()),
-    "seed000-rmsprop-eps-in-root": ("rmsprop", {"lr": 0.01, "eps": 1e-3},  # v_1 = (1-α)g² with the default α = 0.99
-                                    lambda th, g, o: th - o["lr"] * g / ((1 - 0.99) * g * g + o["eps"]).sqrt()),
-    "seed003-adagrad-eps-in-root": ("adagrad", {"lr": 0.1, "eps": 1e-3},
-                                    lambda th, g, o: th - o["lr"] * g / (g * g + o["eps"]).sqrt()),
-    "seed000-asgd-eta-typo": ("asgd", {"lr": 0.05, "lambd": 0.5},  # η_1 = 1/(γ(1+λγ·1)^α), default α = 0.75
-                              lambda th, g, o: th - g / (o["lr"] * (1 + o["lambd"] * o["lr"]) ** 0.75)),
-    "seed004-adamw-decay-after-step": ("adamw", {"lr": 0.01, "weight_decay": 0.1},  # (θ - Adam step)(1 - γλ)
-                                       lambda th, g, o: (th - o["lr"] * g / (g.abs() + 1e-8))
-                                       * (1 - o["lr"] * o["weight_decay"])),
+    "seed000-adam-eps-in-root": (
+        "adam",
+        {"lr": 0.01, "eps": 1e-3},
+        lambda th, g, o: th - o["lr"] * g / (g * g + o["eps"]).sqrt(),
+    ),
+    "seed000-rmsprop-eps-in-root": (
+        "rmsprop",
+        {"lr": 0.01, "eps": 1e-3},  # v_1 = (1-α)g² with the default α = 0.99
+        lambda th, g, o: th - o["lr"] * g / ((1 - 0.99) * g * g + o["eps"]).sqrt(),
+    ),
+    "seed003-adagrad-eps-in-root": (
+        "adagrad",
+        {"lr": 0.1, "eps": 1e-3},
+        lambda th, g, o: th - o["lr"] * g / (g * g + o["eps"]).sqrt(),
+    ),
+    "seed000-asgd-eta-typo": (
+        "asgd",
+        {"lr": 0.05, "lambd": 0.5},  # η_1 = 1/(γ(1+λγ·1)^α), default α = 0.75
+        lambda th, g, o: th - g / (o["lr"] * (1 + o["lambd"] * o["lr"]) ** 0.75),
+    ),
+    "seed004-adamw-decay-after-step": (
+        "adamw",
+        {"lr": 0.01, "weight_decay": 0.1},  # (θ - Adam step)(1 - γλ)
+        lambda th, g, o: (th - o["lr"] * g / (g.abs() + 1e-8)) * (1 - o["lr"] * o["weight_decay"]),
+    ),
 }
 
 

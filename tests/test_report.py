@@ -8,8 +8,8 @@ import pytest
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
-from optimlight import report
-from optimlight.sweep import common_overrides, find_jobs, job_label, summary_rows
+from optimlight.tools import report
+from optimlight.tools.sweep import common_overrides, find_jobs, job_label, summary_rows
 from tests.conftest import TINY
 
 EPOCHS = ["trainer.max_epochs=2"]

@@ -11,17 +11,25 @@ from tests.conftest import REPO
 
 # 3 epochs of 40 real batches, deterministic; the CNN has dropout and BatchNorm, so RNG state and running stats count
 RUN = [
-    "model=cnn", "model.channels=[8,16]", "model.hidden=32", "data.augment=true",
-    "trainer.max_epochs=3", "trainer.limit_train_batches=40", "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2", "trainer.num_sanity_val_steps=0", "trainer.deterministic=true",
-    "trainer.accelerator=cpu", "logger=csv", "scheduler=cosine",
+    "model=cnn",
+    "model.channels=[8,16]",
+    "model.hidden=32",
+    "data.augment=true",
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=40",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.deterministic=true",
+    "trainer.accelerator=cpu",
+    "logger=csv",
+    "scheduler=cosine",
 ]
 
 
 def train(run_dir, data_dir, *extra):
     cmd = [sys.executable, "train.py", f"data.data_dir={data_dir}", f"hydra.run.dir={run_dir}", *RUN, *extra]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def results(run_dir):
@@ -32,8 +40,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, data_
     reference = train(tmp_path / "reference", data_dir)
     assert reference.returncode == 0, reference.stderr[-3000:]
 
-    killed = train(tmp_path / "killed", data_dir, "+callbacks.signal._target_=tests.signals.SignalAt",
-                   "+callbacks.signal.step=60")  # epoch 1, batch 20 of 40
+    killed = train(
+        tmp_path / "killed", data_dir, "+callbacks.signal._target_=tests.signals.SignalAt", "+callbacks.signal.step=60"
+    )  # epoch 1, batch 20 of 40
     assert killed.returncode == -9
     last = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["epoch"] == 0 and last["global_step"] == 40  # the end-of-epoch-0 checkpoint survived the kill
@@ -53,8 +62,13 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, data_
 
 def test_sigterm_saves_checkpoint_and_resumes(tmp_path, data_dir):
     run_dir = tmp_path / "preempted"
-    term = train(run_dir, data_dir, "+callbacks.signal._target_=tests.signals.SignalAt",
-                 "+callbacks.signal.step=50", "+callbacks.signal.signal_name=SIGTERM")
+    term = train(
+        run_dir,
+        data_dir,
+        "+callbacks.signal._target_=tests.signals.SignalAt",
+        "+callbacks.signal.step=50",
+        "+callbacks.signal.signal_name=SIGTERM",
+    )
     assert term.returncode == 143, term.stderr[-3000:]
     assert f"preempted (SIGTERM): saved {run_dir}/checkpoints/last.ckpt" in term.stderr
     assert results(run_dir)["status"] == "preempted"
@@ -85,3 +99,17 @@ def test_resume_in_the_same_run_dir_continues_the_same_wandb_run(train_run, tmp_
     first, second = offline_runs(run_dir)
     assert first.id == second.id == (run_dir / "wandb_run_id").read_text().strip()
     assert {first.exit_code, second.exit_code} == {0}
+
+
+def test_a_resumed_fit_keeps_the_best_validation_accuracy_so_far(train_run, tmp_path):
+    """val/acc_best is the best over the whole run, epochs before the resume included."""
+    run_dir = tmp_path / "run"
+    train_run([], run_dir)
+    checkpoint_path = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(checkpoint_path, weights_only=False)
+    checkpoint["state_dict"]["val_acc_best.max_value"] = torch.tensor(1.0)  # as if epoch 0 had been perfect
+    torch.save(checkpoint, checkpoint_path)
+    _, resumed = train_run(["trainer.max_epochs=2", "ckpt_path=last"], run_dir)
+    assert resumed["status"] == "completed"
+    assert resumed["metrics"]["val/acc_best"] == 1.0
+    assert resumed["metrics"]["val/acc"] < 1.0  # the resumed epoch itself was not perfect

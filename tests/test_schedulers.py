@@ -14,11 +14,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
-from optimlight.errors import ConfigError
-from optimlight.module import LOGGED_METRICS, Classifier
-from optimlight.schedulers import build_scheduler
-from optimlight.train import run
-from optimlight.validate import validate
+from optimlight.app.module import LOGGED_METRICS, Classifier
+from optimlight.app.run import run
+from optimlight.app.validate import validate
+from optimlight.plugin.errors import ConfigError
+from optimlight.plugin.schedulers import build_scheduler
 from tests.metrics_csv import logged
 
 EVERY_STEP = ["trainer.log_every_n_steps=1"]
@@ -62,11 +62,18 @@ def stepping_batches(limit_train_batches, accumulate, max_epochs, max_steps=-1) 
 
 def test_onecycle_sgd_peaks_at_max_lr_and_ends_at_its_floor_cycling_momentum(train_run):
     epochs, batches, pct_start = 2, 10, 0.25
-    cfg, results = train_run([
-        "scheduler=onecycle", "optimizer=sgd", "optimizer.momentum=0.9", f"scheduler.pct_start={pct_start}",
-        f"trainer.max_epochs={epochs}", f"trainer.limit_train_batches={batches}",
-        "+callbacks.lr_monitor.log_momentum=true", *EVERY_STEP,
-    ])
+    cfg, results = train_run(
+        [
+            "scheduler=onecycle",
+            "optimizer=sgd",
+            "optimizer.momentum=0.9",
+            f"scheduler.pct_start={pct_start}",
+            f"trainer.max_epochs={epochs}",
+            f"trainer.limit_train_batches={batches}",
+            "+callbacks.lr_monitor.log_momentum=true",
+            *EVERY_STEP,
+        ]
+    )
     assert results["status"] == "completed"
     node = cfg.scheduler
     total = stepping_batches(batches, 1, epochs)
@@ -90,21 +97,31 @@ def test_onecycle_sgd_peaks_at_max_lr_and_ends_at_its_floor_cycling_momentum(tra
     [(2, 7, 2, -1), (4, 3, 1, 9)],
     ids=["accumulate2-limit7", "max_steps-before-max_epochs"],
 )
-def test_onecycle_steps_follow_estimated_stepping_batches_and_cycle_adam_beta1(
-    train_run, epochs, batches, accumulate, max_steps
-):
+def test_onecycle_steps_follow_estimated_stepping_batches_and_cycle_adam_beta1(train_run, epochs, batches, accumulate, max_steps):
     pct_start = 0.5
-    cfg, results = train_run([
-        "scheduler=onecycle", f"scheduler.pct_start={pct_start}", f"trainer.max_epochs={epochs}",
-        f"trainer.limit_train_batches={batches}", f"trainer.accumulate_grad_batches={accumulate}",
-        f"trainer.max_steps={max_steps}", "+callbacks.lr_monitor.log_momentum=true", *EVERY_STEP,
-    ])
+    cfg, results = train_run(
+        [
+            "scheduler=onecycle",
+            f"scheduler.pct_start={pct_start}",
+            f"trainer.max_epochs={epochs}",
+            f"trainer.limit_train_batches={batches}",
+            f"trainer.accumulate_grad_batches={accumulate}",
+            f"trainer.max_steps={max_steps}",
+            "+callbacks.lr_monitor.log_momentum=true",
+            *EVERY_STEP,
+        ]
+    )
     assert results["status"] == "completed"
     node, total = cfg.scheduler, stepping_batches(batches, accumulate, epochs, max_steps)
     lr, beta1 = logged(run_dir_of(cfg), "lr-AdamW/decay"), logged(run_dir_of(cfg), "lr-AdamW/decay-momentum")
     expected_lr, expected_beta1 = onecycle_closed_form(
-        total, cfg.optimizer.lr, pct_start,
-        node.div_factor, node.final_div_factor, node.base_momentum, node.max_momentum,
+        total,
+        cfg.optimizer.lr,
+        pct_start,
+        node.div_factor,
+        node.final_div_factor,
+        node.base_momentum,
+        node.max_momentum,
     )
     assert len(lr) == total
     np.testing.assert_allclose(lr, expected_lr, rtol=RTOL)
@@ -116,10 +133,16 @@ def test_onecycle_steps_follow_estimated_stepping_batches_and_cycle_adam_beta1(
 @pytest.mark.parametrize("interval", ["epoch", "step"])
 def test_cosine_reaches_eta_min_on_the_last_epoch_or_step(train_run, interval):
     epochs, batches, eta_min = 3, 3, 1.0e-5
-    cfg, _ = train_run([
-        "scheduler=cosine", f"scheduler.interval={interval}", f"scheduler.eta_min={eta_min}",
-        f"trainer.max_epochs={epochs}", f"trainer.limit_train_batches={batches}", *EVERY_STEP,
-    ])
+    cfg, _ = train_run(
+        [
+            "scheduler=cosine",
+            f"scheduler.interval={interval}",
+            f"scheduler.eta_min={eta_min}",
+            f"trainer.max_epochs={epochs}",
+            f"trainer.limit_train_batches={batches}",
+            *EVERY_STEP,
+        ]
+    )
     base = cfg.optimizer.lr
     lr = logged(run_dir_of(cfg), "lr-AdamW/decay")
     steps = np.arange(epochs * batches)
@@ -133,10 +156,16 @@ def test_cosine_reaches_eta_min_on_the_last_epoch_or_step(train_run, interval):
 
 def test_step_drops_by_gamma_every_step_size_epochs(train_run):
     epochs, step_size, gamma = 5, 2, 0.5
-    cfg, _ = train_run([
-        "scheduler=step", f"scheduler.step_size={step_size}", f"scheduler.gamma={gamma}",
-        f"trainer.max_epochs={epochs}", "trainer.limit_train_batches=2", *EVERY_STEP,
-    ])
+    cfg, _ = train_run(
+        [
+            "scheduler=step",
+            f"scheduler.step_size={step_size}",
+            f"scheduler.gamma={gamma}",
+            f"trainer.max_epochs={epochs}",
+            "trainer.limit_train_batches=2",
+            *EVERY_STEP,
+        ]
+    )
     lr = logged(run_dir_of(cfg), "lr-AdamW/decay")
     epoch = np.arange(len(lr)) // 2
     np.testing.assert_allclose(lr, cfg.optimizer.lr * gamma ** (epoch // step_size), rtol=RTOL)
@@ -145,18 +174,23 @@ def test_step_drops_by_gamma_every_step_size_epochs(train_run):
 @pytest.mark.parametrize("warmup", ["warmup_steps=3", "warmup_epochs=1"])
 def test_warmup_is_linear_to_the_base_lr_then_cosine_ends_at_eta_min(train_run, warmup):
     epochs, batches, start_factor, eta_min = 2, 5, 0.1, 1.0e-5
-    cfg, _ = train_run([
-        "scheduler=cosine", "scheduler.interval=step", f"scheduler.{warmup}", f"scheduler.eta_min={eta_min}",
-        f"scheduler.warmup_start_factor={start_factor}", f"trainer.max_epochs={epochs}",
-        f"trainer.limit_train_batches={batches}", *EVERY_STEP,
-    ])
+    cfg, _ = train_run(
+        [
+            "scheduler=cosine",
+            "scheduler.interval=step",
+            f"scheduler.{warmup}",
+            f"scheduler.eta_min={eta_min}",
+            f"scheduler.warmup_start_factor={start_factor}",
+            f"trainer.max_epochs={epochs}",
+            f"trainer.limit_train_batches={batches}",
+            *EVERY_STEP,
+        ]
+    )
     base, total = cfg.optimizer.lr, epochs * batches
     w = cfg.scheduler.warmup_steps or cfg.scheduler.warmup_epochs * batches
     lr = logged(run_dir_of(cfg), "lr-AdamW/decay")
     expected = [
-        base * (start_factor + (1 - start_factor) * t / w)
-        if t < w
-        else cos_anneal(base, eta_min, (t - w) / (total - 1 - w))
+        base * (start_factor + (1 - start_factor) * t / w) if t < w else cos_anneal(base, eta_min, (t - w) / (total - 1 - w))
         for t in range(total)
     ]
     np.testing.assert_allclose(lr, expected, rtol=RTOL)
@@ -166,11 +200,18 @@ def test_warmup_is_linear_to_the_base_lr_then_cosine_ends_at_eta_min(train_run, 
 
 def test_warmup_epochs_in_front_of_step(train_run):
     epochs, start_factor, gamma = 5, 0.2, 0.5
-    cfg, _ = train_run([
-        "scheduler=step", "scheduler.warmup_epochs=2", "scheduler.step_size=1", f"scheduler.gamma={gamma}",
-        f"scheduler.warmup_start_factor={start_factor}", f"trainer.max_epochs={epochs}",
-        "trainer.limit_train_batches=1", *EVERY_STEP,
-    ])
+    cfg, _ = train_run(
+        [
+            "scheduler=step",
+            "scheduler.warmup_epochs=2",
+            "scheduler.step_size=1",
+            f"scheduler.gamma={gamma}",
+            f"scheduler.warmup_start_factor={start_factor}",
+            f"trainer.max_epochs={epochs}",
+            "trainer.limit_train_batches=1",
+            *EVERY_STEP,
+        ]
+    )
     base = cfg.optimizer.lr
     lr = logged(run_dir_of(cfg), "lr-AdamW/decay")  # one step per epoch
     halfway = start_factor + (1 - start_factor) / 2
@@ -182,6 +223,7 @@ def plateau_reference(values, mode, patience, factor, lr, threshold=0.0):
     """The documented ReduceLROnPlateau rule (relative threshold, no cooldown): the LR each epoch runs at, given
     the monitored value at the end of every epoch. `patience` epochs without improvement are tolerated; the next
     one multiplies the LR by `factor`."""
+
     def improves(value, best):
         return value < best * (1 - threshold) if mode == "min" else value > best * (1 + threshold)
 
@@ -211,25 +253,38 @@ class ScriptedMetric(Classifier):
         self.log(self.key, float(self.values[self.current_epoch]))
 
 
-@pytest.mark.parametrize(
-    ("monitor", "drops"), [("val/loss", [5]), ("val/acc", [4, 7])], ids=["min-mode", "max-mode"]
-)
+@pytest.mark.parametrize(("monitor", "drops"), [("val/loss", [5]), ("val/acc", [4, 7])], ids=["min-mode", "max-mode"])
 def test_plateau_drops_after_patience_epochs_without_improvement(compose_cfg, tmp_path, monitor, drops):
     values, patience, factor = [3.0, 2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0], 2, 0.5
-    cfg = compose_cfg([
-        "scheduler=plateau", f"scheduler.monitor={monitor}", f"scheduler.patience={patience}",
-        f"scheduler.factor={factor}", "scheduler.threshold=0.0", f"trainer.max_epochs={len(values)}",
-        "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0", *EVERY_STEP,
-    ])
+    cfg = compose_cfg(
+        [
+            "scheduler=plateau",
+            f"scheduler.monitor={monitor}",
+            f"scheduler.patience={patience}",
+            f"scheduler.factor={factor}",
+            "scheduler.threshold=0.0",
+            f"trainer.max_epochs={len(values)}",
+            "trainer.limit_train_batches=1",
+            "trainer.limit_val_batches=1",
+            "trainer.num_sanity_val_steps=0",
+            *EVERY_STEP,
+        ]
+    )
     validate(cfg)
     module = ScriptedMetric(
-        instantiate(cfg.model), monitor, values,
-        optimizer=OmegaConf.to_container(cfg.optimizer), scheduler=OmegaConf.to_container(cfg.scheduler),
+        instantiate(cfg.model),
+        monitor,
+        values,
+        optimizer=OmegaConf.to_container(cfg.optimizer),
+        scheduler=OmegaConf.to_container(cfg.scheduler),
     )
     trainer = instantiate(
-        cfg.trainer, callbacks=[instantiate(cfg.callbacks.lr_monitor)],
+        cfg.trainer,
+        callbacks=[instantiate(cfg.callbacks.lr_monitor)],
         logger=CSVLogger(tmp_path, name="csv", version=""),
-        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=instantiate(cfg.data))
     lr = logged(tmp_path, "lr-AdamW/decay")  # one step per epoch
@@ -241,11 +296,18 @@ def test_plateau_drops_after_patience_epochs_without_improvement(compose_cfg, tm
 def test_plateau_on_the_classifiers_val_loss(train_run):
     """The real module's val/loss drives it: with a tiny LR val/loss moves less than the 1% threshold, so with
     patience 0 the LR is cut after every epoch but the first (which sets the best)."""
-    cfg, results = train_run([
-        "scheduler=plateau", "scheduler.patience=0", "scheduler.factor=0.5", "scheduler.threshold=0.01",
-        "optimizer.lr=1.0e-6",
-        "trainer.max_epochs=3", "trainer.limit_train_batches=2", *EVERY_STEP,
-    ])
+    cfg, results = train_run(
+        [
+            "scheduler=plateau",
+            "scheduler.patience=0",
+            "scheduler.factor=0.5",
+            "scheduler.threshold=0.01",
+            "optimizer.lr=1.0e-6",
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=2",
+            *EVERY_STEP,
+        ]
+    )
     assert results["status"] == "completed"
     frame = pd.read_csv(run_dir_of(cfg) / "csv" / "metrics.csv")
     assert set(LOGGED_METRICS) <= set(frame.columns)  # the names validate() accepts for scheduler.monitor
@@ -294,10 +356,16 @@ def test_onecycle_steps_per_batch_unless_told():
         (["scheduler=onecycle", "+scheduler.warmup_steps=10"], "scheduler.warmup_steps", "pct_start"),
         (["scheduler=plateau", "+scheduler.warmup_epochs=1"], "scheduler.warmup_epochs", "SequentialLR"),
         (["scheduler=none", "+scheduler.warmup_epochs=1"], "scheduler.warmup_epochs", "pick a scheduler"),
-        (["scheduler=onecycle", "optimizer=rmsprop", "scheduler.cycle_momentum=true"],
-         "scheduler.cycle_momentum", "RMSprop runs without momentum"),
-        (["scheduler=onecycle", "optimizer=sgd", "optimizer.momentum=0", "scheduler.cycle_momentum=true"],
-         "scheduler.cycle_momentum", "SGD runs without momentum"),
+        (
+            ["scheduler=onecycle", "optimizer=rmsprop", "scheduler.cycle_momentum=true"],
+            "scheduler.cycle_momentum",
+            "RMSprop runs without momentum",
+        ),
+        (
+            ["scheduler=onecycle", "optimizer=sgd", "optimizer.momentum=0", "scheduler.cycle_momentum=true"],
+            "scheduler.cycle_momentum",
+            "SGD runs without momentum",
+        ),
     ],
 )
 def test_bad_scheduler_values_are_one_line_before_training(compose_cfg, overrides, key, allowed):

@@ -12,10 +12,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from optimlight.models import MLP
-from optimlight.optim import build_optimizer
-from optimlight.train import apply_speed_settings, build_module
+from optimlight.app.models import MLP
+from optimlight.app.run import apply_speed_settings, build_module
+from optimlight.plugin.optimizers import build_optimizer
 from tests.conftest import load_bench
+
 
 @pytest.fixture
 def restore_torch_settings():
@@ -95,8 +96,8 @@ def test_speed_settings_set_torch_threads_and_matmul_precision(compose_cfg, rest
     assert (torch.get_num_threads(), torch.get_float32_matmul_precision()) == before
 
 
-def test_speed_bench_quick_compares_the_paths_on_the_same_batches(data_dir, capsys, restore_torch_settings):
-    out = load_bench("speed").main(["--quick", "--models", "mlp", "--data-dir", str(data_dir)])["mlp"]
+def test_speed_bench_quick_compares_the_paths_on_the_same_batches(fashion_mnist, capsys, restore_torch_settings):
+    out = load_bench("speed").main(["--quick", "--models", "mlp", "--data-dir", str(fashion_mnist)])["mlp"]
     printed = capsys.readouterr().out
     assert "ratios: a/b = " in printed and "c/a = " in printed
     assert set(out["median"]) == {"a optimlight", "b hand-written", "c DataLoader", "d bare Lightning"}
@@ -107,13 +108,19 @@ def test_speed_bench_quick_compares_the_paths_on_the_same_batches(data_dir, caps
     assert abs(acc["d bare Lightning"] - acc["b hand-written"]) < 0.005
 
 
-def test_speed_bench_knobs_quick_runs_every_knob(data_dir, capsys, restore_torch_settings):
+def test_speed_bench_knobs_quick_runs_every_knob(fashion_mnist, capsys, restore_torch_settings):
     threads = torch.get_num_threads()
-    out = load_bench("speed").main(["--quick", "--knobs", "--models", "mlp", "--data-dir", str(data_dir)])["mlp"]
+    out = load_bench("speed").main(["--quick", "--knobs", "--models", "mlp", "--data-dir", str(fashion_mnist)])["mlp"]
     assert torch.get_num_threads() == threads  # the thread knob did not leak into later runs
     rows = set(out["median"])
-    assert {"defaults", "optimizer.foreach=true", "optimizer.fused=true", "module.compile=true",
-            "precision=bf16-mixed", "data.loader=dataloader"} <= rows
+    assert {
+        "defaults",
+        "optimizer.foreach=true",
+        "optimizer.fused=true",
+        "module.compile=true",
+        "precision=bf16-mixed",
+        "data.loader=dataloader",
+    } <= rows
     assert "module.channels_last=true" not in rows  # the MLP has no convolutions
     assert "ratio" in capsys.readouterr().out
     acc = {name: values[0] for name, values in out["acc"].items()}

@@ -4,48 +4,22 @@ joblib in worker processes): one offline W&B run per job in one group, summary.c
 from __future__ import annotations
 
 import csv
-import logging
-import sys
 from pathlib import Path
 
 import pytest
-import wandb
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_class
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
-from optimlight import report
-from optimlight.sweep import find_jobs
-from optimlight.train import CONFIG_DIR, main
+from optimlight.app.config import CONFIG_DIR
+from optimlight.tools import report
+from optimlight.tools.sweep import find_jobs
 from tests.conftest import TINY
 from tests.wandb_offline import offline_runs
 
 SWEEP_TINY = [o for o in TINY if not o.startswith("logger=")] + ["logger.wandb.mode=offline"]
-
-
-@pytest.fixture
-def multirun(monkeypatch, data_dir):
-    """`multirun(overrides, sweep_dir)` -> exit code of `python train.py -m <overrides>`, run in this process."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-
-    def _multirun(overrides, sweep_dir: Path) -> int:
-        args = ["train.py", "-m", f"data.data_dir={data_dir}", *overrides, f"hydra.sweep.dir={sweep_dir}"]
-        monkeypatch.setattr(sys, "argv", args)
-        wandb.teardown()
-        try:
-            main()
-        except SystemExit as exit:  # Hydra exits 1 when a job failed, after running the others
-            return exit.code
-        finally:
-            wandb.teardown()
-            GlobalHydra.instance().clear()
-        return 0
-
-    yield _multirun
-    root.handlers[:], root.level = handlers, level  # Hydra configured logging for the jobs
 
 
 def read_summary(sweep_dir: Path) -> list[dict]:

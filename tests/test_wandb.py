@@ -16,11 +16,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 from PIL import Image
 
-from optimlight.data import CLASSES
-from optimlight.errors import ConfigError
-from optimlight.loggers import start_mode, wandb_logger
-from optimlight.train import run
-from optimlight.validate import validate
+from optimlight.app.data import CLASSES
+from optimlight.app.loggers import start_mode, wandb_logger
+from optimlight.app.run import run
+from optimlight.app.validate import validate
+from optimlight.plugin.errors import ConfigError
 from tests.wandb_offline import offline_runs
 
 WANDB = ["logger=wandb", "logger.wandb.mode=offline"]
@@ -95,7 +95,7 @@ def test_offline_run_holds_name_config_metrics_summary_and_test_media(train_run)
 
 
 def test_auto_mode_without_credentials_goes_offline_and_says_how_to_sync(no_credentials, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="optimlight.loggers"):
+    with caplog.at_level(logging.INFO, logger="optimlight.app.loggers"):
         assert start_mode("auto", tmp_path) == "offline"
         assert start_mode("online", tmp_path) == "offline"
         assert start_mode("disabled", tmp_path) == "disabled"
@@ -105,9 +105,7 @@ def test_auto_mode_without_credentials_goes_offline_and_says_how_to_sync(no_cred
     assert "\n" not in auto.getMessage()
 
 
-def test_online_without_network_falls_back_offline_in_bounded_time_and_never_shows_the_key(
-    train_run, monkeypatch, caplog, capfd
-):
+def test_online_without_network_falls_back_offline_in_bounded_time_and_never_shows_the_key(train_run, monkeypatch, caplog, capfd):
     key = secrets.token_hex(20)  # 40 characters, the shape of a W&B API key
     monkeypatch.setenv("WANDB_API_KEY", key)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens: every request fails
@@ -151,7 +149,7 @@ def test_bad_logger_values_stop_before_training(compose_cfg, override, key):
 
 def test_ranks_above_zero_start_no_run_and_look_for_no_credentials(no_credentials, monkeypatch, tmp_path, caplog):
     monkeypatch.setattr(rank_zero_only, "rank", 1)
-    with caplog.at_level(logging.INFO, logger="optimlight.loggers"):
+    with caplog.at_level(logging.INFO, logger="optimlight.app.loggers"):
         logger = wandb_logger(mode="online", save_dir=str(tmp_path), project="optimlight")
         logger.log_metrics({"val/acc": 0.5}, step=0)
     assert type(logger.experiment).__name__ == "_DummyExperiment"

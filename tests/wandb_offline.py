@@ -61,6 +61,7 @@ class OfflineRun:
     id: str = ""
     name: str = ""
     group: str = ""
+    job_type: str = ""
     project: str = ""
     tags: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
@@ -81,6 +82,7 @@ def read_run(path: Path) -> OfflineRun:
         if kind == "run":
             r = record.run
             run.id, run.name, run.group, run.project = r.run_id, r.display_name, r.run_group, r.project
+            run.job_type = r.job_type
             run.tags = list(r.tags)
             _update(run.config, r.config.update)
         elif kind == "config":

@@ -2,8 +2,8 @@
 
 A node is `{_target_: torch.optim.lr_scheduler.X, <constructor args>, interval, frequency, monitor, strict, name,
 warmup_steps, warmup_epochs, warmup_start_factor}`; `_target_: null` means no scheduler. Constructor arguments
-left null that depend on the run are filled by one small function per scheduler class (`RUN_DEFAULTS`): the run's
-length from the trainer, OneCycleLR's peak from the optimizer, ReduceLROnPlateau's mode from the monitored metric.
+left null that depend on the run are filled as the registry's row for the class says (`SchedulerInfo.fill`): the
+run's length from the trainer, OneCycleLR's peak from the optimizer, ReduceLROnPlateau's mode from the metric.
 
 `trainer` is a Lightning Trainer or anything with the same four attributes (`max_epochs`,
 `estimated_stepping_batches`, `num_training_batches`, `accumulate_grad_batches`), such as the preview's plan.
@@ -13,12 +13,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LinearLR, SequentialLR
 
-from optimlight.errors import ConfigError
-from optimlight.optim import constructor_args, import_object, to_dict
+from optimlight.plugin.errors import ConfigError
+from optimlight.plugin.nodes import (
+    constructor_args,
+    constructor_defaults,
+    import_object,
+    is_integer,
+    is_number,
+    to_dict,
+)
+from optimlight.plugin.registry import cycles_momentum, optimizer_info, plateau_mode, scheduler_info
 
 #: Keys of a scheduler node that go to Lightning's scheduler config rather than to the constructor.
 LIGHTNING_KEYS = ("interval", "frequency", "monitor", "strict", "name")
@@ -27,51 +36,35 @@ WARMUP_KEYS = ("warmup_steps", "warmup_epochs", "warmup_start_factor")
 INTERVALS = ("epoch", "step")
 #: The warmup's first learning rate as a fraction of the optimizer's, when the node does not say.
 WARMUP_START_FACTOR = 0.01
-#: Lightning steps every scheduler once per epoch unless told otherwise; these are defined per optimizer step.
-DEFAULT_INTERVALS = {"OneCycleLR": "step"}
-#: Schedulers that take no warmup in front, and why.
-NO_WARMUP = {
-    "OneCycleLR": "OneCycleLR warms up itself over pct_start",
-    "ReduceLROnPlateau": "ReduceLROnPlateau steps on a metric, which SequentialLR cannot pass on",
-}
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
 
 #: Argument -> (test, what is allowed), checked wherever a node sets it (null means "the default").
-VALUE_RULES: dict[str, tuple[Callable, str]] = {
-    "step_size": (lambda v: _integer(v) and v > 0, "a positive integer"),
-    "gamma": (lambda v: _number(v) and v > 0, "a number > 0"),
-    "T_max": (lambda v: _integer(v) and v > 0, "a positive integer (or null: the run's length)"),
-    "eta_min": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "max_lr": (lambda v: _number(v) and v > 0, "a number > 0 (or null: the optimizer's lr)"),
-    "total_steps": (lambda v: _integer(v) and v > 0, "a positive integer (or null: the run's length)"),
-    "pct_start": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "step_size": (lambda v: is_integer(v) and v > 0, "a positive integer"),
+    "gamma": (lambda v: is_number(v) and v > 0, "a number > 0"),
+    "T_max": (lambda v: is_integer(v) and v > 0, "a positive integer (or null: the run's length)"),
+    "eta_min": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "max_lr": (lambda v: is_number(v) and v > 0, "a number > 0 (or null: the optimizer's lr)"),
+    "total_steps": (lambda v: is_integer(v) and v > 0, "a positive integer (or null: the run's length)"),
+    "pct_start": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "anneal_strategy": (lambda v: v in ("cos", "linear"), "cos or linear"),
-    "div_factor": (lambda v: _number(v) and v > 0, "a number > 0"),
-    "final_div_factor": (lambda v: _number(v) and v > 0, "a number > 0"),
-    "base_momentum": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "max_momentum": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "div_factor": (lambda v: is_number(v) and v > 0, "a number > 0"),
+    "final_div_factor": (lambda v: is_number(v) and v > 0, "a number > 0"),
+    "base_momentum": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "max_momentum": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "mode": (lambda v: v in ("min", "max"), "min or max (or null: from the monitored metric)"),
-    "factor": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
-    "patience": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "threshold": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "factor": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "patience": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
+    "threshold": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
     "threshold_mode": (lambda v: v in ("rel", "abs"), "rel or abs"),
-    "cooldown": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "min_lr": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "warmup_steps": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "warmup_epochs": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "warmup_start_factor": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "cooldown": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
+    "min_lr": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "warmup_steps": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
+    "warmup_epochs": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
+    "warmup_start_factor": (lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
 }
 
 
-def steps_per_epoch(trainer) -> int:
+def steps_per_epoch(trainer: Any) -> int:
     """Optimizer steps in one epoch: Lightning steps every accumulate_grad_batches-th batch and on the last one."""
     # a Trainer loads its training data (counting num_training_batches) when asked for estimated_stepping_batches
     if trainer.max_epochs == -1 or math.isinf(trainer.estimated_stepping_batches):
@@ -79,7 +72,7 @@ def steps_per_epoch(trainer) -> int:
     return math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
 
 
-def run_length(trainer, interval: str) -> int:
+def run_length(trainer: Any, interval: str) -> int:
     """How many epochs or optimizer steps the whole run has (Lightning's own estimate; max_steps may end it early)."""
     steps = trainer.estimated_stepping_batches
     if steps is None or steps < 0 or math.isinf(steps):
@@ -88,59 +81,8 @@ def run_length(trainer, interval: str) -> int:
     return int(steps) if interval == "step" else math.ceil(steps / steps_per_epoch(trainer))
 
 
-def plateau_mode(monitor: str | None) -> str:
-    """`min` for a loss, `max` for an accuracy: the direction in which the monitored metric improves."""
-    name = str(monitor).rsplit("/", 1)[-1]
-    if "loss" in name:
-        return "min"
-    if "acc" in name:
-        return "max"
-    raise ConfigError("scheduler.mode", None, f"min or max: monitor={monitor!r} names neither a loss nor an accuracy")
-
-
-def cycles_momentum(optimizer_defaults: Mapping) -> bool:
-    """Whether OneCycleLR can cycle this optimizer's momentum (Adam's beta1, or SGD's momentum when it is on)."""
-    return "betas" in optimizer_defaults or (optimizer_defaults.get("momentum") or 0) > 0
-
-
-def _needs_length(name: str, kwargs: Mapping) -> bool:
-    """Whether the schedule's length is left to the run (CosineAnnealingLR's T_max, OneCycleLR's total_steps)."""
-    if name == "CosineAnnealingLR":
-        return kwargs.get("T_max") is None
-    if name == "OneCycleLR":
-        return kwargs.get("total_steps") is None and kwargs.get("epochs") is None
-    return False
-
-
-def _cosine_defaults(kwargs: dict, optimizer, settings: Mapping, remaining: Callable[[], int]) -> None:
-    if _needs_length("CosineAnnealingLR", kwargs):
-        kwargs["T_max"] = max(1, remaining() - 1)  # the last epoch (or step) runs at eta_min
-
-
-def _onecycle_defaults(kwargs: dict, optimizer, settings: Mapping, remaining: Callable[[], int]) -> None:
-    if kwargs.get("max_lr") is None:
-        kwargs["max_lr"] = [group["lr"] for group in optimizer.param_groups]
-    if _needs_length("OneCycleLR", kwargs):
-        kwargs["total_steps"] = remaining()
-    if kwargs.get("cycle_momentum") is None:
-        kwargs["cycle_momentum"] = cycles_momentum(optimizer.defaults)
-
-
-def _plateau_defaults(kwargs: dict, optimizer, settings: Mapping, remaining: Callable[[], int]) -> None:
-    if kwargs.get("mode") is None:
-        kwargs["mode"] = plateau_mode(settings.get("monitor"))
-
-
-#: scheduler class name -> fills null arguments in place from the optimizer, the Lightning settings and the
-#: number of scheduler steps left after warmup
-RUN_DEFAULTS: dict[str, Callable] = {
-    "CosineAnnealingLR": _cosine_defaults,
-    "OneCycleLR": _onecycle_defaults,
-    "ReduceLROnPlateau": _plateau_defaults,
-}
-
-
 def scheduler_kwargs(cfg: Mapping, cls: type) -> dict:
+    """The constructor arguments of the node: unknown names refused, lists turned into tuples."""
     allowed = constructor_args(cls)
     kwargs = {}
     for key, value in cfg.items():
@@ -155,11 +97,11 @@ def scheduler_kwargs(cfg: Mapping, cls: type) -> dict:
 def lightning_settings(cfg: Mapping, cls: type) -> dict:
     """Lightning's scheduler settings of the node, checked; only the keys that are set are passed on."""
     settings = {key: cfg[key] for key in LIGHTNING_KEYS if cfg.get(key) is not None}
-    settings.setdefault("interval", DEFAULT_INTERVALS.get(cls.__name__, "epoch"))
+    settings.setdefault("interval", scheduler_info(cls).interval)
     if settings["interval"] not in INTERVALS:
         raise ConfigError("scheduler.interval", settings["interval"], f"one of {', '.join(INTERVALS)}")
     frequency = settings.get("frequency", 1)
-    if not _integer(frequency) or frequency < 1:
+    if not is_integer(frequency) or frequency < 1:
         raise ConfigError("scheduler.frequency", frequency, "a positive integer")
     return settings
 
@@ -171,7 +113,7 @@ def warmup_setting(cfg: Mapping) -> tuple[str, int]:
     return "scheduler.warmup_steps", cfg.get("warmup_steps") or 0
 
 
-def warmup_length(cfg: Mapping, interval: str, trainer) -> int:
+def warmup_length(cfg: Mapping, interval: str, trainer: Any) -> int:
     """Warmup in scheduler steps: warmup_epochs counts epochs, or their optimizer steps when interval=step."""
     key, value = warmup_setting(cfg)
     if key == "scheduler.warmup_epochs" and interval == "step":
@@ -179,14 +121,23 @@ def warmup_length(cfg: Mapping, interval: str, trainer) -> int:
     return value
 
 
-def with_warmup(optimizer, scheduler, warmup: int, start_factor: float) -> SequentialLR:
+def with_warmup(optimizer: torch.optim.Optimizer, scheduler: Any, warmup: int, start_factor: float) -> SequentialLR:
     """Linear warmup from start_factor * lr to lr over `warmup` scheduler steps, then `scheduler` from its start."""
     ramp = LinearLR(optimizer, start_factor=start_factor, end_factor=1.0, total_iters=warmup)
     return SequentialLR(optimizer, [ramp, scheduler], milestones=[warmup])
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping | None, trainer) -> dict | None:
-    """Lightning's `lr_scheduler` config for the node, or None when the node names no scheduler."""
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping | None, trainer: Any) -> dict | None:
+    """Lightning's `lr_scheduler` config for the node.
+
+    Args:
+        optimizer: the optimizer the schedule drives.
+        cfg: the scheduler node (DictConfig or dict); None or `_target_: null` means no scheduler.
+        trainer: the Lightning Trainer (or the preview's plan) whose run length sizes the schedule.
+
+    Returns:
+        `{"scheduler": ..., "interval": ..., ...}`, or None when the node names no scheduler.
+    """
     cfg = to_dict(cfg)
     if not cfg.get("_target_"):
         return None
@@ -201,7 +152,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping | None, train
             raise ConfigError(*warmup_setting(cfg), f"fewer than the run's {total} {settings['interval']}s")
         return total - warmup
 
-    fill = RUN_DEFAULTS.get(cls.__name__)
+    fill = scheduler_info(cls).fill
     if fill is not None:
         fill(kwargs, optimizer, settings, remaining)
     scheduler = cls(optimizer, **kwargs)
@@ -217,12 +168,13 @@ def check_values(cfg: Mapping) -> None:
             raise ConfigError(f"scheduler.{key}", value, rule[1])
 
 
-def check_warmup(cfg: Mapping, name: str, interval: str, trainer: Mapping | None) -> None:
+def check_warmup(cfg: Mapping, cls: type, interval: str, trainer: Mapping | None) -> None:
     key, value = warmup_setting(cfg)
     if not value:
         return
-    if name in NO_WARMUP:
-        raise ConfigError(key, value, f"0 ({NO_WARMUP[name]})")
+    reason = scheduler_info(cls).no_warmup
+    if reason:
+        raise ConfigError(key, value, f"0 ({reason})")
     if cfg.get("warmup_steps") and cfg.get("warmup_epochs"):
         raise ConfigError(key, value, "0 when scheduler.warmup_steps is set (one or the other)")
     if key == "scheduler.warmup_steps" and interval == "epoch":
@@ -248,7 +200,7 @@ def check_run_length(name: str, trainer: Mapping, counts_epochs: bool) -> None:
         raise ConfigError("trainer.max_epochs", max_epochs, f"a finite number of {unit} to size {name} from")
 
 
-def check_monitor(monitor, logged_metrics) -> None:
+def check_monitor(monitor: str | None, logged_metrics: tuple[str, ...] | None) -> None:
     if logged_metrics is not None and monitor not in logged_metrics:
         raise ConfigError("scheduler.monitor", monitor, f"a metric the module logs: {', '.join(logged_metrics)}")
     if monitor is None:
@@ -260,10 +212,20 @@ def check_cycle_momentum(cfg: Mapping, optimizer_cfg: Mapping) -> None:
     if cfg.get("cycle_momentum") is not True or not optimizer_cfg.get("_target_"):
         return
     cls = import_object(optimizer_cfg["_target_"], "optimizer._target_")
-    defaults = {name: p.default for name, p in constructor_args(cls).items()} | dict(optimizer_cfg)
-    if not cycles_momentum(defaults):
+    if not cycles_momentum(optimizer_info(cls), constructor_defaults(cls) | dict(optimizer_cfg)):
         allowed = f"false or null: {cls.__name__} runs without momentum (or give it momentum)"
         raise ConfigError("scheduler.cycle_momentum", True, allowed)
+
+
+def check_lr_floor(kwargs: Mapping, cls: type, optimizer_cfg: Mapping) -> None:
+    """Refuse a schedule that ends at lr 0 for an optimizer whose step fails there (L-BFGS's line search)."""
+    target = optimizer_cfg.get("_target_")
+    if not target or not scheduler_info(cls).reaches_zero_lr(kwargs):
+        return
+    optimizer_cls = import_object(target, "optimizer._target_")
+    if optimizer_info(optimizer_cls).lr_must_stay_positive:
+        allowed = f"a number > 0 with {optimizer_cls.__name__} (e.g. 1e-5): its step divides by the step size"
+        raise ConfigError("scheduler.eta_min", kwargs.get("eta_min"), allowed)
 
 
 def check_scheduler(
@@ -274,10 +236,17 @@ def check_scheduler(
 ) -> None:
     """Refuse a scheduler node that cannot work, before the run builds anything.
 
-    `trainer` (the trainer node: max_epochs, max_steps) and `logged_metrics` (what the module logs while fitting)
-    enable the checks that need them.
+    Args:
+        cfg: the scheduler node.
+        optimizer_cfg: the optimizer node, for the checks that depend on the optimizer.
+        trainer: the trainer node (max_epochs, max_steps), for the checks that size the schedule.
+        logged_metrics: what the module logs while fitting, for `monitor`.
+
+    Raises:
+        ConfigError: naming the first bad key, its value and what is allowed.
     """
     cfg = to_dict(cfg)
+    optimizer_cfg = optimizer_cfg or {}
     if not cfg.get("_target_"):
         extra = {key: value for key, value in cfg.items() if key != "_target_" and value}
         if extra:
@@ -285,24 +254,22 @@ def check_scheduler(
             raise ConfigError(f"scheduler.{key}", value, "nothing: scheduler=none takes no settings (pick a scheduler)")
         return
     cls = import_object(cfg["_target_"], "scheduler._target_")
-    name = cls.__name__
+    info = scheduler_info(cls)
     settings = lightning_settings(cfg, cls)
     kwargs = scheduler_kwargs(cfg, cls)
     check_values(cfg)
-    check_warmup(cfg, name, settings["interval"], trainer)
-    if name == "ReduceLROnPlateau":
+    check_warmup(cfg, cls, settings["interval"], trainer)
+    if info.monitors:
         check_monitor(settings.get("monitor"), logged_metrics)
         if kwargs.get("mode") is None:
             plateau_mode(settings["monitor"])  # raises when the metric's direction cannot be told
-    if name == "OneCycleLR":
-        check_cycle_momentum(cfg, optimizer_cfg or {})
-    if name == "CosineAnnealingLR" and not kwargs.get("eta_min") and "LBFGS" in str((optimizer_cfg or {}).get("_target_")):
-        # the cosine's last epoch (or step) runs at eta_min, and LBFGS's line search divides by the step size
-        raise ConfigError("scheduler.eta_min", kwargs.get("eta_min"), "a number > 0 with LBFGS (e.g. 1e-5)")
-    sized, (warmup_key, warmup) = _needs_length(name, kwargs), warmup_setting(cfg)
+    if info.cycles_momentum:
+        check_cycle_momentum(cfg, optimizer_cfg)
+    check_lr_floor(kwargs, cls, optimizer_cfg)
+    sized, (warmup_key, warmup) = info.sized_from_run(kwargs), warmup_setting(cfg)
     if (sized or warmup) and settings.get("frequency", 1) != 1:
         allowed = "1 when the schedule's length or warmup is counted from the run"
         raise ConfigError("scheduler.frequency", settings["frequency"], allowed)
     epochs_in_steps = warmup_key == "scheduler.warmup_epochs" and settings["interval"] == "step"
     if trainer is not None and (sized or epochs_in_steps):
-        check_run_length(name, trainer, counts_epochs=epochs_in_steps or settings["interval"] == "epoch")
+        check_run_length(cls.__name__, trainer, counts_epochs=epochs_in_steps or settings["interval"] == "epoch")

@@ -8,14 +8,13 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from optimlight.data import check_data_args
-from optimlight.ema import check_averaging
-from optimlight.errors import ConfigError
-from optimlight.loggers import check_logger
-from optimlight.module import LOGGED_METRICS
-from optimlight.optim import check_optimizer
-from optimlight.schedulers import check_scheduler
-from optimlight.tune import check_tune
+from optimlight.app.data import check_data_args
+from optimlight.app.ema import check_averaging
+from optimlight.app.loggers import check_logger
+from optimlight.app.module import LOGGED_METRICS
+from optimlight.app.targets import check_targets
+from optimlight.app.tune import check_tune
+from optimlight.plugin import ConfigError, check_optimizer, check_scheduler
 
 PRECISIONS = ("64-true", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", 64, 32)
 
@@ -51,9 +50,7 @@ def check_speed(cfg: DictConfig | None) -> None:
 def validate(cfg: DictConfig) -> None:
     """Raise the first `ConfigError` found in the composed config."""
     data = cfg.data
-    check_data_args(
-        batch_size=data.batch_size, val_size=data.val_size, num_workers=data.num_workers, loader=data.loader
-    )
+    check_data_args(batch_size=data.batch_size, val_size=data.val_size, num_workers=data.num_workers, loader=data.loader)
     check_trainer(cfg.trainer)
     check_speed(cfg.get("speed"))
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
@@ -67,3 +64,4 @@ def validate(cfg: DictConfig) -> None:
     check_averaging(cfg.callbacks or {})
     check_tune(cfg.get("tune"))
     check_logger(cfg.get("logger"))
+    check_targets(list((cfg.get("report") or {}).get("targets") or []))

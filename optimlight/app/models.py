@@ -10,7 +10,8 @@ IMAGE_SHAPE = (1, 28, 28)
 
 
 class MLP(nn.Sequential):
-    """Flatten -> Linear/ReLU per hidden width -> Linear. Defaults are seed 003's 784-256-128-10 net."""
+    """Flatten -> Linear/ReLU per hidden width -> Linear. Defaults are seed 003's 784-256-128-10 net
+    (docs/fashion-mnist-experiment.md)."""
 
     def __init__(self, hidden: Sequence[int] = (256, 128), num_classes: int = 10, dropout: float = 0.0):
         widths = [IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2], *hidden]

@@ -10,7 +10,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from optimlight.callbacks import is_logging_step, log_step_metrics
+from optimlight.app.loggers import is_logging_step, log_step_metrics
 from optimlight.plugin import configure_optimizers
 
 #: What the classifier logs while fitting, so what a scheduler or callback can monitor (test/* come after fit).
@@ -55,7 +55,7 @@ class Classifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def _step(self, batch, split: str) -> torch.Tensor:
+    def _step(self, batch, split: str) -> torch.Tensor | None:
         x, y = batch
         logits = self(x)
         loss = self.criterion(logits, y)
@@ -68,9 +68,6 @@ class Classifier(L.LightningModule):
             self.log(f"{split}/loss", loss_metric, on_step=False, on_epoch=True)
             self.log(f"{split}/acc", acc_metric, on_step=False, on_epoch=True, prog_bar=split == "val")
         return loss
-
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # the sanity check's accuracy is no result
 
     def training_step(self, batch, batch_idx):
         loss = self._step(batch, "train")
@@ -88,7 +85,7 @@ class Classifier(L.LightningModule):
         self._step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
+        if self.trainer.sanity_checking:  # the sanity check's accuracy is no result (a resumed fit keeps its best)
             return
         self.val_acc_best.update(self.metrics["val_acc"].compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)

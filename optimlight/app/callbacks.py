@@ -11,19 +11,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from optimlight.errors import ConfigError
-
-
-def is_logging_step(trainer) -> bool:
-    """Every `log_every_n_steps`-th optimizer step: when step metrics are worth a read of the device."""
-    return bool(trainer.loggers) and trainer.global_step % trainer.log_every_n_steps == 0
-
-
-def log_step_metrics(trainer, metrics: dict) -> None:
-    """Write step metrics straight to the loggers, at the optimizer step's index (cheaper than `self.log`)."""
-    values = {name: float(value) for name, value in metrics.items()}
-    for logger in trainer.loggers:
-        logger.log_metrics(values, step=trainer.global_step)
+from optimlight.plugin.errors import ConfigError
 
 
 class EpochTimer(L.Callback):

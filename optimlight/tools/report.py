@@ -1,6 +1,6 @@
 """Figures that compare a sweep's jobs, from the job dirs alone (results.json, csv/metrics.csv), without W&B:
 
-    python -m optimlight.report outputs/multiruns/<date>
+    python -m optimlight.tools.report outputs/multiruns/<date>
 
 writes into the sweep dir `val_curves.png` (validation accuracy and loss per epoch, one line per job),
 `epoch_time.png` (mean seconds per training epoch, bars), `test_acc.png` (final test accuracy, bars) and the
@@ -17,21 +17,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from optimlight.errors import ConfigError
-from optimlight.sweep import Job, common_overrides, find_jobs, job_label, write_summary
+from optimlight.app.record import epoch_metrics
+from optimlight.plugin.errors import ConfigError
+from optimlight.tools.compare import configurations, performance_profile, ranked, targets_of, write_comparison
+from optimlight.tools.figures import plot_profile, plot_seed_dots, plot_spread_curves
+from optimlight.tools.sweep import Job, common_overrides, find_jobs, job_label, write_summary
 
 CURVES = (("val/acc", "validation accuracy"), ("val/loss", "validation loss"))
-
-
-def epoch_curves(job: Job) -> pd.DataFrame | None:
-    """The job's validation metrics per epoch from its CSV log; None when it has none (no CSV logger, died)."""
-    path = job.dir / "csv" / "metrics.csv"
-    if not path.exists():
-        return None
-    frame = pd.read_csv(path)
-    keys = [key for key, _ in CURVES if key in frame]
-    rows = frame.dropna(subset=keys, how="all") if keys else frame.iloc[:0]
-    return rows.groupby("epoch")[keys].last() if len(rows) else None
 
 
 def plot_curves(jobs: list[Job], labels: dict[str, str], path: Path) -> Figure:
@@ -39,9 +31,9 @@ def plot_curves(jobs: list[Job], labels: dict[str, str], path: Path) -> Figure:
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     for ax, (key, title) in zip(fig.subplots(1, len(CURVES)), CURVES):
         for job in jobs:
-            curves = epoch_curves(job)
-            if curves is not None and key in curves:
-                ax.plot(curves.index + 1, curves[key], marker="o", markersize=3, label=labels[job.name])
+            curve = epoch_metrics(job.dir).get(key, pd.Series(dtype=float)).dropna()
+            if len(curve):
+                ax.plot(curve.index, curve, marker="o", markersize=3, label=labels[job.name])
         ax.set(title=title, xlabel="epoch", ylabel=key)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -50,8 +42,9 @@ def plot_curves(jobs: list[Job], labels: dict[str, str], path: Path) -> Figure:
     return fig
 
 
-def plot_bars(names: list[str], values: list[float], errors: list[float] | None, ylabel: str, title: str,
-              path: Path, fmt: str) -> None:
+def plot_bars(
+    names: list[str], values: list[float], errors: list[float] | None, ylabel: str, title: str, path: Path, fmt: str
+) -> None:
     """One bar per job, its value written on top."""
     fig = Figure(figsize=(max(6, 0.9 * len(names) + 2), 4.5), layout="constrained")
     ax = fig.subplots()
@@ -80,19 +73,38 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> li
         [labels[job.name] for job in timed],
         [statistics.fmean(job.results["epoch_times"]) for job in timed],
         [statistics.pstdev(job.results["epoch_times"]) for job in timed],
-        "seconds", "seconds per training epoch (mean, std over epochs)", figures[1], "%.2f",
+        "seconds",
+        "seconds per training epoch (mean, std over epochs)",
+        figures[1],
+        "%.2f",
     )
     plot_bars(
         [labels[job.name] for job in tested],
         [job.metric("test/acc") for job in tested],
-        None, "test/acc", "final test accuracy (best checkpoint)", figures[2], "%.4f",
+        None,
+        "test/acc",
+        "final test accuracy (best checkpoint)",
+        figures[2],
+        "%.4f",
     )
+    configs = configurations(jobs)
+    if any(len(c.jobs) > 1 for c in configs):  # seeds to spread over
+        figures += [
+            plot_spread_curves(configs, out / "spread_curves.png"),
+            plot_seed_dots(ranked(configs), "test/acc", out / "test_acc_seeds.png"),
+        ]
+    write_comparison(sweep_dir)
+    targets = targets_of(jobs)
+    if targets:
+        workloads, ratios = performance_profile(configs, targets[0])
+        if workloads:
+            figures.append(plot_profile(ratios, targets[0], out / "performance_profile.png"))
     return figures
 
 
 def main(argv: list[str] | None = None) -> None:
     description = "Figures and the summary table of a sweep, from its job dirs alone (no W&B needed)."
-    parser = argparse.ArgumentParser(prog="python -m optimlight.report", description=description)
+    parser = argparse.ArgumentParser(prog="python -m optimlight.tools.report", description=description)
     parser.add_argument("sweep_dir", type=Path, help="a multirun's sweep dir (hydra.sweep.dir)")
     parser.add_argument("--out", type=Path, default=None, help="where the PNGs go (default: the sweep dir)")
     args = parser.parse_args(argv)
@@ -102,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in write_report(args.sweep_dir, args.out):
         print(path)
     print(args.sweep_dir / "summary.md")
+    print(args.sweep_dir / "comparison.md")
 
 
 if __name__ == "__main__":

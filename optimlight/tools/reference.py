@@ -3,7 +3,8 @@
 Written from the update rules in the seed documents (000: all first-order methods; 003: adaptive methods; 004:
 Adam vs AdamW) on plain tensors, with torch.optim's defaults. Where torch's algorithm differs from a seed's
 formula the reference follows torch, and the class docstring says "Differs from seed ..." with both forms.
-No seed covers NAdam or L-BFGS; those follow torch's documented algorithms.
+No seed gives NAdam's or L-BFGS's update rule (seed 001 only outlines them); those follow torch's documented algorithms.
+The seeds are not distributed: docs/optimizers.md holds each rule, default and seed difference cited here, with sources.
 
 Use: `opt = make_reference("adam", params, lr=1e-2)` (or `REFERENCE["adam"](params, ...)`), then
 `opt.step(grads)` with one gradient per parameter; the parameters are updated in place and per-parameter
@@ -19,7 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from optimlight.errors import ConfigError
+from optimlight.plugin.errors import ConfigError
 
 
 def _signed_grad(grad: Tensor, param: Tensor, weight_decay: float, maximize: bool) -> Tensor:
@@ -51,7 +52,8 @@ class _FirstOrder:
 
 class SGD(_FirstOrder):
     """θ_t = θ_{t-1} - γ·u_t, with u_t = g_t (μ = 0), b_t (momentum) or g_t + μb_t (nesterov), where
-    b_1 = g_1 and b_t = μb_{t-1} + (1-τ)g_t: the first step skips dampening. As seed 000, which matches torch."""
+    b_1 = g_1 and b_t = μb_{t-1} + (1-τ)g_t: the first step skips dampening. As seed 000, which matches torch.
+    Sources: docs/optimizers.md#sgd."""
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False):
         if nesterov and (momentum <= 0 or dampening != 0):
@@ -83,6 +85,7 @@ class ASGD(_FirstOrder):
     γ/(1+λγt)^α, which starts at γ. (2) torch computes η and μ at the end of each step from that step's t, so
     step t uses the values for t-1 (η_1 = γ, μ_1 = 1) and averaging starts one step later than the seed's
     μ_t = 1/max(1, t-t0). (3) torch also shrinks θ by (1 - λη_t) before the gradient step; the seed has no such term.
+    Sources: docs/optimizers.md#asgd.
     """
 
     def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, maximize=False):
@@ -106,10 +109,9 @@ class Adagrad(_FirstOrder):
     θ_t = θ_{t-1} - γ̃_t g_t/(√G_t + ε).
 
     As seed 000 and torch. Differs from seed 003, which writes √(G_t + ε) with ε = 1e-8: torch adds ε = 1e-10
-    outside the root."""
+    outside the root. Sources: docs/optimizers.md#adagrad."""
 
-    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
-                 maximize=False):
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, maximize=False):
         self.lr, self.lr_decay, self.initial_accumulator_value, self.eps = lr, lr_decay, initial_accumulator_value, eps
         self.weight_decay, self.maximize = weight_decay, maximize
         super().__init__(params)
@@ -129,7 +131,8 @@ class Adadelta(_FirstOrder):
     θ_t = θ_{t-1} - γΔ_t.
 
     As seed 000 and torch, ε inside both roots. Zeiler's Adadelta has no learning rate; torch (and seed 000)
-    scale Δ_t by γ, whose default 1.0 gives the paper's rule."""
+    scale Δ_t by γ, whose default 1.0 gives the paper's rule.
+    Sources: docs/optimizers.md#adadelta."""
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False):
         self.lr, self.rho, self.eps, self.weight_decay, self.maximize = lr, rho, eps, weight_decay, maximize
@@ -150,10 +153,10 @@ class RMSprop(_FirstOrder):
     """v_t = αv_{t-1} + (1-α)g_t²;  centered: ḡ_t = αḡ_{t-1} + (1-α)g_t and ṽ_t = v_t - ḡ_t², else ṽ_t = v_t;
     s_t = g_t/(√ṽ_t + ε);  θ_t = θ_{t-1} - γb_t with b_t = μb_{t-1} + s_t (momentum), else θ_{t-1} - γs_t.
 
-    Differs from seed 000, which writes √(ṽ_t + ε): torch adds ε outside the root, as seed 004 does."""
+    Differs from seed 000, which writes √(ṽ_t + ε): torch adds ε outside the root, as seed 004 does.
+    Sources: docs/optimizers.md#rmsprop."""
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
-                 maximize=False):
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False):
         self.lr, self.alpha, self.eps, self.momentum, self.centered = lr, alpha, eps, momentum, centered
         self.weight_decay, self.maximize = weight_decay, maximize
         super().__init__(params)
@@ -183,10 +186,19 @@ class Adam(_FirstOrder):
 
     weight_decay is coupled L2 (added to g_t) unless decoupled_weight_decay, which first shrinks θ by (1 - γλ)
     and leaves g_t alone: that is AdamW. Differs from seed 000, which writes √(v̂_t + ε): torch adds ε outside
-    the root, as seeds 003 and 004 do."""
+    the root, as seeds 003 and 004 do. Sources: docs/optimizers.md#adam."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
-                 decoupled_weight_decay=False):
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        amsgrad=False,
+        maximize=False,
+        decoupled_weight_decay=False,
+    ):
         self.lr, (self.beta1, self.beta2), self.eps, self.amsgrad = lr, betas, eps, amsgrad
         self.weight_decay, self.decoupled_weight_decay, self.maximize = weight_decay, decoupled_weight_decay, maximize
         super().__init__(params)
@@ -213,14 +225,15 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (default λ = 1e-2): θ ← θ(1 - γλ), then the Adam step on the plain gradient.
 
     As seeds 000 and 003 and torch. Differs from seed 004, which applies the decay after the Adam step,
-    θ_t = (θ_{t-1} - Adam step)(1 - γλ): torch decays first, θ_t = θ_{t-1}(1 - γλ) - Adam step."""
+    θ_t = (θ_{t-1} - Adam step)(1 - γλ): torch decays first, θ_t = θ_{t-1}(1 - γλ) - Adam step.
+    Sources: docs/optimizers.md#adamw."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, maximize=False):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay=True)
 
 
 class NAdam(_FirstOrder):
-    """Adam with Nesterov momentum, torch's form (no seed covers NAdam):
+    """Adam with Nesterov momentum, torch's form (no seed gives NAdam's rule; docs/optimizers.md#nadam):
 
         μ_t = β1(1 - ½·0.96^{tψ})                                 (ψ = momentum_decay)
         m_t, v_t as Adam with the constant β1, β2;  d_t = √(v_t/(1-β2^t)) + ε
@@ -228,8 +241,17 @@ class NAdam(_FirstOrder):
 
     The running product Π_{i≤t}μ_i is state["mu_product"]. Weight decay as Adam's (coupled L2 or decoupled)."""
 
-    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
-                 decoupled_weight_decay=False, maximize=False):
+    def __init__(
+        self,
+        params,
+        lr=2e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        momentum_decay=4e-3,
+        decoupled_weight_decay=False,
+        maximize=False,
+    ):
         self.lr, (self.beta1, self.beta2), self.eps, self.momentum_decay = lr, betas, eps, momentum_decay
         self.weight_decay, self.decoupled_weight_decay, self.maximize = weight_decay, decoupled_weight_decay, maximize
         super().__init__(params)
@@ -281,8 +303,16 @@ def _cubic_minimum(a: _Trial, b: _Trial, bounds: tuple[float, float] | None = No
     return min(max(t, lo), hi)
 
 
-def _strong_wolfe(evaluate: Callable[[float], tuple[float, Tensor]], d: Tensor, start: _Trial, t: float, max_ls: int,
-                  c1: float = 1e-4, c2: float = 0.9, tolerance_change: float = 1e-9) -> tuple[_Trial, int]:
+def _strong_wolfe(
+    evaluate: Callable[[float], tuple[float, Tensor]],
+    d: Tensor,
+    start: _Trial,
+    t: float,
+    max_ls: int,
+    c1: float = 1e-4,
+    c2: float = 0.9,
+    tolerance_change: float = 1e-9,
+) -> tuple[_Trial, int]:
     """A step t along d with f(t) <= f(0) + c1·t·f'(0) and |f'(t)| <= c2·|f'(0)| (strong Wolfe), in at most
     max_ls evaluations after the first at t: extrapolate by cubics until a bracket must hold such a point, then
     zoom into it by cubic interpolation kept 10% away from its ends (torch's port of minFunc's lswolfe).
@@ -348,7 +378,7 @@ def _strong_wolfe(evaluate: Callable[[float], tuple[float, Tensor]], d: Tensor, 
 
 
 class LBFGS:
-    """L-BFGS on the flattened parameters, torch's variant of minFunc's (no seed covers L-BFGS).
+    """L-BFGS on the flattened parameters, torch's variant of minFunc's (no seed gives it; docs/optimizers.md#lbfgs).
 
     Direction d = -H·g by the two-loop recursion over the last history_size pairs (s = t·d, y = Δg), a pair kept
     only when y·s > 1e-10, with H_0 = (y·s / y·y)·I; the very first direction is -g with step
@@ -360,16 +390,36 @@ class LBFGS:
 
     `step(closure)` takes closure(params) -> (loss, grads), the loss and gradients at the given parameter values."""
 
-    def __init__(self, params, lr=1.0, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
-                 history_size=100, line_search_fn=None, maximize=False):
+    def __init__(
+        self,
+        params,
+        lr=1.0,
+        max_iter=20,
+        max_eval=None,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-9,
+        history_size=100,
+        line_search_fn=None,
+        maximize=False,
+    ):
         if line_search_fn not in (None, "strong_wolfe"):
             raise ValueError(f"line_search_fn={line_search_fn!r}: only None and 'strong_wolfe' exist")
         self.params = list(params)
         self.lr, self.max_iter, self.max_eval = lr, max_iter, max_iter * 5 // 4 if max_eval is None else max_eval
         self.tolerance_grad, self.tolerance_change = tolerance_grad, tolerance_change
         self.history_size, self.line_search_fn, self.maximize = history_size, line_search_fn, maximize
-        self.state = {"func_evals": 0, "n_iter": 0, "old_dirs": [], "old_stps": [], "ro": [], "H_diag": 1.0,
-                      "d": None, "t": None, "prev_flat_grad": None, "prev_loss": None}
+        self.state = {
+            "func_evals": 0,
+            "n_iter": 0,
+            "old_dirs": [],
+            "old_stps": [],
+            "ro": [],
+            "H_diag": 1.0,
+            "d": None,
+            "t": None,
+            "prev_flat_grad": None,
+            "prev_loss": None,
+        }
 
     def _moved(self, t: float, d: Tensor) -> list[Tensor]:
         """The parameters θ + t·d, for a flat d."""
@@ -434,8 +484,13 @@ class LBFGS:
             if gtd > -self.tolerance_change:
                 break
             if self.line_search_fn:
-                best, step_evals = _strong_wolfe(lambda step: self._evaluate(closure, self._moved(step, d)), d,
-                                                 _Trial(0.0, loss, g, gtd), t, max_ls=self.max_eval - evals)
+                best, step_evals = _strong_wolfe(
+                    lambda step: self._evaluate(closure, self._moved(step, d)),  # noqa: B023 - called within this iteration
+                    d,
+                    _Trial(0.0, loss, g, gtd),
+                    t,
+                    max_ls=self.max_eval - evals,
+                )
                 loss, g, t = best.f, best.g, best.t
             for p, moved in zip(self.params, self._moved(t, d)):
                 p.copy_(moved)
@@ -446,9 +501,13 @@ class LBFGS:
                     loss, g = self._evaluate(closure, self.params)
             evals += step_evals
             st["func_evals"] += step_evals
-            if (n_iter == self.max_iter or evals >= self.max_eval or g.abs().max() <= self.tolerance_grad
-                    or d.mul(t).abs().max() <= self.tolerance_change
-                    or abs(loss - st["prev_loss"]) < self.tolerance_change):
+            if (
+                n_iter == self.max_iter
+                or evals >= self.max_eval
+                or g.abs().max() <= self.tolerance_grad
+                or d.mul(t).abs().max() <= self.tolerance_change
+                or abs(loss - st["prev_loss"]) < self.tolerance_change
+            ):
                 break
         st["d"], st["t"] = d, t
         return orig_loss

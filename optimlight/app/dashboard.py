@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from optimlight.callbacks import is_logging_step, log_step_metrics
+from optimlight.app.loggers import is_logging_step, log_step_metrics
 
 
 class GradNorm(L.Callback):
@@ -48,7 +48,9 @@ class TestPredictions(L.Callback):
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self._logger = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
-        self._preds, self._targets, self._wrong = [], [], []
+        self._preds: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+        self._wrong: list[tuple[torch.Tensor, int, int]] = []
         if self._logger is not None:
             self._hook = pl_module.register_forward_hook(self._keep_logits)
 

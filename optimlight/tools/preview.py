@@ -1,6 +1,6 @@
 """See a schedule before paying for a run: the learning rate (and momentum) at every optimizer step, no training.
 
-    python -m optimlight.preview scheduler=onecycle optimizer=sgd trainer.max_epochs=10
+    python -m optimlight.tools.preview scheduler=onecycle optimizer=sgd trainer.max_epochs=10
 
 takes train.py's overrides, builds the optimizer on the real model and steps the scheduler the way Lightning's
 loops will (accumulation, limit_train_batches, max_steps, frequency), counting batches from the data config
@@ -23,12 +23,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from optimlight.data import TRAIN_SIZE
-from optimlight.errors import ConfigError
-from optimlight.optim import build_optimizer
-from optimlight.schedulers import build_scheduler, max_epochs_of
-from optimlight.train import CONFIG_DIR, build_module
-from optimlight.validate import validate
+from optimlight.app.config import CONFIG_DIR
+from optimlight.app.data import TRAIN_SIZE
+from optimlight.app.run import build_module
+from optimlight.app.validate import validate
+from optimlight.plugin.errors import ConfigError
+from optimlight.plugin.optimizers import build_optimizer
+from optimlight.plugin.schedulers import build_scheduler, max_epochs_of
 
 
 @dataclass(frozen=True)

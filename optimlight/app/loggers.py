@@ -1,11 +1,8 @@
-"""Logger construction, the W&B run's lifecycle and the run's own record (`results.json`), which reports and
-sweeps read."""
+"""Logger construction, the W&B run's lifecycle, and step metrics written straight to the loggers."""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -17,12 +14,24 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from optimlight.errors import ConfigError
+from optimlight.app.config import configuration_label
+from optimlight.plugin.errors import ConfigError, first_line
 
-RESULT_METRICS = ("val/acc_best", "val/acc", "val/loss", "test/acc", "test/loss", "train/loss", "train/acc")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 log = logging.getLogger(__name__)
+
+
+def is_logging_step(trainer) -> bool:
+    """Every `log_every_n_steps`-th optimizer step: when step metrics are worth a read of the device."""
+    return bool(trainer.loggers) and trainer.global_step % trainer.log_every_n_steps == 0
+
+
+def log_step_metrics(trainer, metrics: dict) -> None:
+    """Write step metrics straight to the loggers, at the optimizer step's index (cheaper than `self.log`)."""
+    values = {name: float(value) for name, value in metrics.items()}
+    for logger in trainer.loggers:
+        logger.log_metrics(values, step=trainer.global_step)
 
 
 def build_loggers(cfg: Mapping | None) -> list:
@@ -52,12 +61,6 @@ def sweep_group() -> str | None:
         return None
     hydra = HydraConfig.get()
     return Path(hydra.sweep.dir).name if hydra.mode == RunMode.MULTIRUN else None
-
-
-def first_line(exc: BaseException) -> str:
-    """`Type: first line of the message`, for one-line reports of an exception."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _sync_hint(save_dir) -> str:
@@ -91,7 +94,14 @@ def run_dir_wandb_id(run_dir, renew: bool = False) -> str:
     return path.read_text().strip()
 
 
-def wandb_logger(mode: str = "auto", init_timeout: float = 30, group: str | None = None, save_dir=".", **kwargs):
+def wandb_logger(
+    mode: str = "auto",
+    init_timeout: float = 30,
+    group: str | None = None,
+    job_type: str | None = None,
+    save_dir=".",
+    **kwargs,
+):
     """Lightning's `WandbLogger` in the W&B mode that can work here; other arguments go to `wandb.init`.
 
     An online run starts at once, so that a missing network or a rejected key shows here, after at most
@@ -101,6 +111,9 @@ def wandb_logger(mode: str = "auto", init_timeout: float = 30, group: str | None
     import wandb
 
     kwargs.update(group=group or sweep_group(), save_dir=save_dir, settings=wandb.Settings(init_timeout=init_timeout))
+    if job_type is None and HydraConfig.initialized():  # the runs of one configuration, every seed, share it
+        job_type = configuration_label(HydraConfig.get().overrides.task)
+    kwargs["job_type"] = job_type
     if rank_zero_only.rank != 0:
         return WandbLogger(mode="disabled", **kwargs)
     kwargs.setdefault("id", run_dir_wandb_id(save_dir))
@@ -141,26 +154,8 @@ def tracked(loggers: Iterable[Logger], config: Mapping) -> Iterator[None]:
 def log_summary(loggers: Iterable[Logger], record: Mapping) -> None:
     """Make the run's record (final metrics, mean seconds per epoch, status) the W&B runs' summary."""
     summary = {**record["metrics"], "mean_epoch_time": record["mean_epoch_time"], "status": record["status"]}
+    for target, reached in (record.get("time_to_target") or {}).items():
+        for unit in ("epoch", "step", "seconds"):
+            summary[f"time_to_target/{target}/{unit}"] = None if reached is None else reached[unit]
     for logger in _wandb_loggers(loggers):
         logger.experiment.summary.update(summary)
-
-
-def _number(value) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def write_results(path: Path, metrics: Mapping, epoch_times: list[float], choices: Mapping, status: str, **extra) -> dict:
-    """Write the run's final metrics, seconds per epoch, config choices and status as JSON; return the record."""
-    record = {
-        "status": status,
-        "metrics": {k: _number(metrics[k]) for k in RESULT_METRICS if k in metrics},
-        "epoch_times": [round(t, 4) for t in epoch_times],
-        "mean_epoch_time": round(sum(epoch_times) / len(epoch_times), 4) if epoch_times else None,
-        "choices": dict(choices),
-        **extra,
-    }
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
-    return record

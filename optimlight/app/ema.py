@@ -16,8 +16,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torchmetrics.classification import MulticlassAccuracy
 
-from optimlight.errors import ConfigError
-from optimlight.optim import to_dict
+from optimlight.plugin.errors import ConfigError
+from optimlight.plugin.nodes import to_dict
 
 SWA_ANNEALING = ("cos", "linear")
 

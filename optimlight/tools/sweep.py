@@ -1,27 +1,22 @@
 """A multirun's summary, built from the job dirs alone: `<sweep dir>/summary.csv` and `summary.md`, one row per
 job with the overrides that set it apart, `val/acc_best`, `test/acc`, mean seconds per epoch and status.
 
-`SweepSummary` (conf/hydra/callbacks/sweep_summary.yaml) rewrites both files after every job, so a sweep that
-stops at a failed job (Hydra's sweepers raise once the batch is done) still leaves them complete, and once more
-at the end of the multirun.
+`optimlight.tools.sweep_callback.SweepSummary` rewrites them as jobs end.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.utils import JobReturn
-from hydra.experimental.callback import Callback
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from optimlight.loggers import first_line, write_results
+from optimlight.app.record import read_results, write_atomic
+from optimlight.plugin.errors import first_line
 
 COLUMNS = ("job", "overrides", "val/acc_best", "test/acc", "s/epoch", "status", "error")
 
@@ -50,13 +45,12 @@ def find_jobs(sweep_dir: str | Path) -> list[Job]:
     jobs = []
     for overrides_file in Path(sweep_dir).glob("**/.hydra/overrides.yaml"):
         job_dir = overrides_file.parent.parent
-        results_file = job_dir / "results.json"
         jobs.append(
             Job(
                 name=job_dir.relative_to(sweep_dir).as_posix(),
                 dir=job_dir,
                 overrides=list(OmegaConf.load(overrides_file)),
-                results=json.loads(results_file.read_text()) if results_file.exists() else {},
+                results=read_results(job_dir),
             )
         )
     return sorted(jobs, key=lambda job: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", job.name)])
@@ -104,13 +98,6 @@ def markdown(rows: list[dict], title: str, common: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Replace `path` whole: parallel jobs (joblib, SLURM) may rewrite the summary at the same moment."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_summary(sweep_dir: str | Path) -> list[dict]:
     """Write `summary.csv` and `summary.md` into `sweep_dir`; return the rows."""
     sweep_dir = Path(sweep_dir)
@@ -120,8 +107,8 @@ def write_summary(sweep_dir: str | Path) -> list[dict]:
     writer = csv.DictWriter(table, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(sweep_dir / "summary.csv", table.getvalue())
-    _write_atomic(sweep_dir / "summary.md", markdown(rows, sweep_dir.name, common_overrides(jobs)))
+    write_atomic(sweep_dir / "summary.csv", table.getvalue())
+    write_atomic(sweep_dir / "summary.md", markdown(rows, sweep_dir.name, common_overrides(jobs)))
     return rows
 
 
@@ -132,29 +119,3 @@ def job_error(job_return: JobReturn) -> str | None:
     except Exception as exc:
         return first_line(exc)
     return None
-
-
-def record_failure(job_dir: Path, error: str, choices) -> None:
-    """Mark the job's results.json failed with `error`; create it when the job died before writing it."""
-    path = job_dir / "results.json"
-    if path.exists():
-        record = {**json.loads(path.read_text()), "status": "failed", "error": error}
-        _write_atomic(path, json.dumps(record, indent=2) + "\n")
-    else:
-        write_results(path, {}, [], choices, "failed", error=error)
-
-
-class SweepSummary(Callback):
-    """Hydra callback: keep the sweep dir's summary current as jobs end (see the module docstring)."""
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
-            return
-        error = job_error(job_return)
-        if error:
-            choices = {k: v for k, v in config.hydra.runtime.choices.items() if not k.startswith("hydra/")}
-            record_failure(Path(config.hydra.runtime.output_dir), error, choices)
-        write_summary(config.hydra.sweep.dir)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        write_summary(config.hydra.sweep.dir)

@@ -16,8 +16,8 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.tuner import Tuner
 
-from optimlight.errors import ConfigError
-from optimlight.optim import to_dict
+from optimlight.plugin.errors import ConfigError
+from optimlight.plugin.nodes import to_dict
 
 #: Keys of the `tune` node that go to `Tuner.lr_find` as they are.
 LR_FIND_ARGS = ("min_lr", "max_lr", "num_training", "mode", "early_stop_threshold")

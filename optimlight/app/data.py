@@ -17,7 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from optimlight.errors import ConfigError, DataError
+from optimlight.plugin.errors import ConfigError
+
+
+class DataError(RuntimeError):
+    """Missing, truncated or corrupted data files; the message names the file and what to do."""
+
 
 MEAN, STD = 0.2860, 0.3530
 TRAIN_SIZE, TEST_SIZE = 60_000, 10_000
@@ -166,7 +171,11 @@ class TensorBatches:
 
 
 class FashionMNISTDataModule(L.LightningDataModule):
-    """Fashion-MNIST with a seeded train/val split of the 60,000 training images and the official test set."""
+    """Fashion-MNIST with a seeded train/val split of the 60,000 training images and the official test set.
+
+    `split_seed` alone fixes which images validate, so runs of every `seed` are scored on the same images;
+    `seed` (the run's seed) fixes the shuffling order and the augmentation of each epoch.
+    """
 
     def __init__(
         self,
@@ -176,6 +185,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         val_size: int = 5_000,
         split_seed: int = 42,
+        seed: int = 0,
         augment: bool = False,
         loader: str = "tensor",
         pin_memory: bool = False,
@@ -228,11 +238,12 @@ class FashionMNISTDataModule(L.LightningDataModule):
         x, y = self._tensors[split]
         rank, world = self._rank_world()
         return TensorBatches(
-            x, y,
+            x,
+            y,
             batch_size=self.hparams.batch_size if split == "train" else self.eval_batch_size,
             shuffle=shuffle,
             augment=self.hparams.augment and split == "train",
-            seed=self.hparams.split_seed,
+            seed=self.hparams.seed,
             rank=rank,
             world_size=world,
         )
@@ -253,7 +264,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
             num_workers=self.hparams.num_workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=self.hparams.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.hparams.split_seed) if shuffle else None,
+            generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None,
         )
 
     def _loader(self, split: str, shuffle: bool = False):

@@ -8,7 +8,6 @@ moves the run dirs (default: outputs/notebooks/ in the repository).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -22,11 +21,14 @@ from hydra.errors import HydraException
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from optimlight.api import train
-from optimlight.errors import ConfigError
-from optimlight.loggers import first_line
-from optimlight.sweep import Job, record_failure
-from optimlight.train import CONFIG_DIR
+from optimlight.app.config import (
+    CONFIG_DIR,
+    options,  # noqa: F401 - re-exported: the notebooks call nu.options(group)
+)
+from optimlight.app.record import epoch_metrics, record_failure
+from optimlight.plugin.errors import ConfigError, first_line
+from optimlight.tools.api import train
+from optimlight.tools.sweep import Job
 
 QUICK_ENV, OUT_ENV = "OPTIMLIGHT_NOTEBOOK_QUICK", "OPTIMLIGHT_NOTEBOOK_DIR"
 #: A quick-mode run: one epoch of 3 training batches, evaluated on 2 batches.
@@ -37,8 +39,6 @@ QUICK_LIMITS = (
     "trainer.limit_test_batches=2",
     "trainer.num_sanity_val_steps=0",
 )
-#: Epoch-level metrics of a run's CSV log, in the order the figures use them.
-EPOCH_METRICS = ("train/loss", "val/loss", "train/acc", "val/acc", "train/epoch_time")
 #: Final values of results.json shown in a results table.
 TABLE_METRICS = ("train/loss", "val/loss", "val/acc_best", "test/loss", "test/acc")
 
@@ -57,11 +57,6 @@ def output_dir(notebook: str) -> Path:
     """Where `notebook`'s runs go: $OPTIMLIGHT_NOTEBOOK_DIR/<notebook>, else <repo>/outputs/notebooks/<notebook>."""
     root = os.environ.get(OUT_ENV) or Path(CONFIG_DIR).parent / "outputs" / "notebooks"
     return Path(root) / notebook
-
-
-def options(group: str) -> list[str]:
-    """The choices of config group `group` (its YAML files), as `<group>=<choice>` takes them."""
-    return sorted(path.stem for path in (Path(CONFIG_DIR) / group).glob("*.yaml"))
 
 
 def train_quietly(overrides: Sequence[str], run_dir: Path) -> dict:
@@ -97,27 +92,12 @@ def train_all(runs: Mapping[str, Sequence[str]], out_dir: Path) -> dict[str, Job
         except (ConfigError, HydraException):
             raise
         except Exception as exc:
-            record_failure(run_dir, first_line(exc), {})
-            results = json.loads((run_dir / "results.json").read_text())
+            results = record_failure(run_dir, first_line(exc), {})
         jobs[label] = Job(label, run_dir, list(overrides), results)
         test_acc, seconds = jobs[label].metric("test/acc"), results.get("mean_epoch_time")
         shown = f"test/acc={test_acc:.4f}, {seconds:.1f} s/epoch" if test_acc is not None else results.get("error")
         print(f"{label}: {jobs[label].status}, {shown}", flush=True)
     return jobs
-
-
-def epoch_metrics(run_dir: Path) -> pd.DataFrame:
-    """The run's EPOCH_METRICS per epoch (index 1, 2, ...) from csv/metrics.csv, where Lightning writes an
-    epoch's training and validation values on separate rows and step-level values on others; empty for a run
-    that stopped before ending an epoch."""
-    path = Path(run_dir) / "csv" / "metrics.csv"
-    frame = pd.read_csv(path) if path.exists() else pd.DataFrame()
-    keys = [key for key in EPOCH_METRICS if key in frame]
-    if not keys:
-        return pd.DataFrame(columns=list(EPOCH_METRICS))
-    per_epoch = frame.dropna(subset=keys, how="all").groupby("epoch")[keys].last()
-    per_epoch.index = per_epoch.index.astype(int) + 1
-    return per_epoch
 
 
 def plot_training(jobs: Mapping[str, Job]) -> Figure:
@@ -131,8 +111,9 @@ def plot_training(jobs: Mapping[str, Job]) -> Figure:
             for split, style in (("train", "-"), ("val", "--")):
                 key = f"{split}/{kind}"
                 if key in curves:
-                    ax.plot(curves.index, curves[key], style, marker="o", markersize=3, color=f"C{color}",
-                            label=f"{label} {split}")
+                    ax.plot(
+                        curves.index, curves[key], style, marker="o", markersize=3, color=f"C{color}", label=f"{label} {split}"
+                    )
         if "train/epoch_time" in curves:
             panels[2].plot(curves.index, curves["train/epoch_time"], "o-", color=f"C{color}", label=label)
     titles = ("cross-entropy loss", "accuracy", "seconds per training epoch")
@@ -168,8 +149,15 @@ def plot_heatmap(grid: pd.DataFrame, title: str) -> Figure:
     lo, hi = np.nanmin(values), np.nanmax(values)
     for (i, j), value in np.ndenumerate(values):
         dark = np.isfinite(value) and value < (lo + hi) / 2
-        ax.text(j, i, "failed" if np.isnan(value) else f"{value:.4f}", ha="center", va="center",
-                color="white" if dark else "black", fontsize="small")
+        ax.text(
+            j,
+            i,
+            "failed" if np.isnan(value) else f"{value:.4f}",
+            ha="center",
+            va="center",
+            color="white" if dark else "black",
+            fontsize="small",
+        )
     ax.set_xticks(range(grid.shape[1]), grid.columns)
     ax.set_yticks(range(grid.shape[0]), grid.index)
     ax.set_title(title)
