@@ -205,3 +205,37 @@ def test_protocol_selects_on_validation_and_a_rerun_skips_finished_trials(tmp_pa
     assert protocol.main(args) == 0
     printed = capfd.readouterr().out
     assert printed.count("already holds a completed run") == 4 + 4  # 4 search trials, 2 x 2 final runs
+
+
+def test_performance_profile_across_two_workloads():
+    from optimlight.tools.compare import Configuration, performance_profile, profile_fraction
+    from optimlight.tools.sweep import Job
+
+    def config(optimizer, model, seconds):
+        jobs = [
+            Job(
+                f"{optimizer}-{model}-{i}",
+                Path("."),
+                [f"optimizer={optimizer}", f"model={model}", f"seed={i}"],
+                {
+                    "status": "completed",
+                    "choices": {"model": model},
+                    "time_to_target": {"0.85": None if s is None else {"epoch": 1, "step": 1, "seconds": s}},
+                },
+            )
+            for i, s in enumerate(seconds)
+        ]
+        return Configuration(f"{optimizer} {model}", [f"optimizer={optimizer}", f"model={model}"], jobs)
+
+    configs = [
+        config("sgd", "mlp", [10, 14]),
+        config("adam", "mlp", [6, 6]),
+        config("sgd", "cnn", [30, 30]),
+        config("adam", "cnn", [45, None]),  # one adam seed never got there
+        Configuration("adamw mlp", ["optimizer=adamw", "model=mlp"], [], failed=2),
+    ]  # failed: no workload
+    workloads, ratios = performance_profile(configs, "0.85")
+    assert workloads == ["cnn", "mlp"]
+    assert ratios == {"sgd": [1.0, 2.0], "adam": [math.inf, 1.0]}
+    assert profile_fraction(ratios["sgd"], 1.0) == 0.5 and profile_fraction(ratios["sgd"], 2.0) == 1.0
+    assert profile_fraction(ratios["adam"], 100.0) == 0.5

@@ -262,8 +262,10 @@ def performance_profile(configs: Sequence[Configuration], target: str) -> tuple[
     solver -> ratios in workload order); empty when the configurations span fewer than two workloads."""
     seconds: dict[str, dict[str, float]] = {}
     for config in configs:
+        if not config.jobs:  # no completed run: no workload to place it on
+            continue
         hits = [r["seconds"] for r in (reached(job, target) for job in config.jobs) if r is not None]
-        all_reached = config.jobs and len(hits) == len(config.jobs)
+        all_reached = len(hits) == len(config.jobs)
         seconds.setdefault(solver_of(config), {})[workload_of(config)] = float(np.mean(hits)) if all_reached else math.inf
     workloads = sorted({w for per in seconds.values() for w in per})
     if len(workloads) < 2:

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from optimlight.app.record import epoch_metrics
-from optimlight.tools.compare import Configuration, spread
+from optimlight.tools.compare import Configuration, ranked, spread
 
 SPREAD_CURVES = (("val/acc", "validation accuracy"), ("train/loss", "training loss"))
 
@@ -45,20 +45,23 @@ def plot_spread_curves(configs: Sequence[Configuration], path: Path) -> Path:
 
 
 def plot_seed_dots(configs: Sequence[Configuration], metric: str, path: Path) -> Path:
-    """Every seed's value of `metric` as a dot, per configuration, beside the mean and its 95% interval."""
+    """Every seed's value of `metric` as a dot, per configuration (best by validation first; each keeps its colour
+    of the other figures), beside the mean and its 95% interval."""
     fig = Figure(figsize=(max(6, 1.1 * len(configs) + 2.5), 4.5), layout="constrained")
     ax = fig.subplots()
-    for i, config in enumerate(configs):
+    colors = {config.label: f"C{i % 10}" for i, config in enumerate(configs)}
+    order = ranked(configs)
+    for i, config in enumerate(order):
         values = config.values(metric)
         jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(len(values))
-        ax.scatter(i + jitter, values, s=22, color=f"C{i % 10}", alpha=0.8, zorder=3)
+        ax.scatter(i + jitter, values, s=22, color=colors[config.label], alpha=0.8, zorder=3)
         s = spread(values)
         if s.mean is not None:
             low, high = (s.ci_low, s.ci_high) if s.ci_low is not None else (s.mean, s.mean)
             ax.errorbar(
                 i + 0.3, s.mean, yerr=[[s.mean - low], [high - s.mean]], fmt="D", color="black", markersize=5, capsize=4, zorder=4
             )
-    ax.set_xticks(range(len(configs)), [c.label for c in configs], rotation=20, ha="right", fontsize="small")
+    ax.set_xticks(range(len(order)), [c.label for c in order], rotation=20, ha="right", fontsize="small")
     ax.set(ylabel=metric, title=f"{metric} of every seed (dots) and mean with 95% CI (diamond)")
     ax.margins(x=0.1, y=0.15)  # the axis spans the data, not zero
     ax.grid(axis="y", alpha=0.3)

@@ -25,7 +25,11 @@ from optimlight.app.config import (
     CONFIG_DIR,
     options,  # noqa: F401 - re-exported: the notebooks call nu.options(group)
 )
-from optimlight.app.record import epoch_metrics, record_failure
+from optimlight.app.record import (  # EPOCH_METRICS and epoch_metrics re-exported for the notebooks
+    EPOCH_METRICS,  # noqa: F401
+    epoch_metrics,
+    record_failure,
+)
 from optimlight.plugin.errors import ConfigError, first_line
 from optimlight.tools.api import train
 from optimlight.tools.sweep import Job

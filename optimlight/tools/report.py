@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 
 from optimlight.app.record import epoch_metrics
 from optimlight.plugin.errors import ConfigError
-from optimlight.tools.compare import configurations, performance_profile, ranked, targets_of, write_comparison
+from optimlight.tools.compare import configurations, performance_profile, targets_of, write_comparison
 from optimlight.tools.figures import plot_profile, plot_seed_dots, plot_spread_curves
 from optimlight.tools.sweep import Job, common_overrides, find_jobs, job_label, write_summary
 
@@ -91,7 +91,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> li
     if any(len(c.jobs) > 1 for c in configs):  # seeds to spread over
         figures += [
             plot_spread_curves(configs, out / "spread_curves.png"),
-            plot_seed_dots(ranked(configs), "test/acc", out / "test_acc_seeds.png"),
+            plot_seed_dots(configs, "test/acc", out / "test_acc_seeds.png"),
         ]
     write_comparison(sweep_dir)
     targets = targets_of(jobs)

@@ -1,0 +1,152 @@
+"""Callbacks of our own, for what Lightning does not ship: epoch timing, exact resume, preemption, NaN guard."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from optimlight.plugin.errors import ConfigError
+
+
+class EpochTimer(L.Callback):
+    """Logs `train/epoch_time`: seconds of each training epoch, validation excluded; keeps them in `epoch_times`.
+
+    With `print_epochs`, prints one line of metrics per epoch (used when stdout is no terminal and the progress
+    bar is off, so logs stay readable in CI and batch jobs).
+    """
+
+    def __init__(self, print_epochs: bool = False):
+        self.print_epochs = print_epochs
+        self.epoch_times: list[float] = []
+        self._start: float | None = None
+        self._unprinted_epoch: int | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.print_epoch_line(trainer)
+        self._start = time.perf_counter()
+
+    def _stop_clock(self) -> None:
+        if self._start is not None:
+            self.epoch_times.append(time.perf_counter() - self._start)
+            self._start = None
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._stop_clock()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._stop_clock()  # epochs without validation stop here
+        pl_module.log("train/epoch_time", self.epoch_times[-1], on_step=False, on_epoch=True, sync_dist=True)
+        self._unprinted_epoch = trainer.current_epoch
+
+    def print_epoch_line(self, trainer) -> None:
+        """The finished epoch's metrics, printed when the next epoch (or the training) starts or ends: the module
+        logs train/loss and train/acc in its own on_train_epoch_end, which Lightning calls after this callback's."""
+        if self.print_epochs and trainer.is_global_zero and self._unprinted_epoch is not None:
+            shown = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
+            line = "  ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items()))
+            print(f"epoch {self._unprinted_epoch}: {line}", flush=True)
+        self._unprinted_epoch = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.print_epoch_line(trainer)
+
+    def state_dict(self) -> dict:
+        return {"epoch_times": list(self.epoch_times)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.epoch_times = list(state_dict.get("epoch_times", []))
+
+
+class RNGState(L.Callback):
+    """Saves the Python, NumPy and torch RNG states in every checkpoint and restores them on resume.
+
+    Lightning restores weights, optimizer, schedulers and loop counters but not the global RNGs that dropout and
+    augmentation draw from; with them a run resumed from `last.ckpt` repeats the uninterrupted run exactly.
+    """
+
+    def state_dict(self) -> dict:
+        # NumPy's key array as a tensor: checkpoints load with torch.load(weights_only=True), which refuses ndarrays
+        name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+        return {
+            "python": random.getstate(),
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached_gaussian),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        random.setstate(state_dict["python"])
+        name, keys, pos, has_gauss, cached_gaussian = state_dict["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached_gaussian))
+        torch.set_rng_state(state_dict["torch"])
+        if state_dict["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class Preemption(L.Callback):
+    """On SIGTERM (what SLURM and Kubernetes send before a kill) save `last.ckpt`, so `ckpt_path=last` resumes.
+
+    Lightning turns SIGTERM into a `SIGTERMException` at the next batch boundary and calls `on_exception`.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "last"):
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.path)  # Lightning's save is atomic (temp file + rename)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class NonFiniteGuard(L.Callback):
+    """Stops the run at the first non-finite training loss, naming the optimizer step; the last good checkpoint stays.
+
+    No host sync per step: the first bad step accumulates on the device and is read every `check_every_n_steps`
+    steps and before each validation, so no checkpoint is written once the loss went bad. (To skip such steps
+    instead of stopping, set `module.skip_nonfinite_loss=true`.)
+    """
+
+    def __init__(self, check_every_n_steps: int = 50):
+        if not isinstance(check_every_n_steps, int) or check_every_n_steps < 1:
+            raise ConfigError("callbacks.nonfinite_guard.check_every_n_steps", check_every_n_steps, "a positive integer")
+        self.check_every_n_steps = check_every_n_steps
+        self._first_bad: torch.Tensor | None = None
+        self._batch_step = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_step = trainer.global_step  # the optimizer step this batch's loss is for
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None:  # a step the module skipped
+            return
+        loss = loss.detach()
+        if self._first_bad is None:
+            self._first_bad = torch.tensor(-1, device=loss.device)
+        step = torch.tensor(self._batch_step, device=loss.device)
+        self._first_bad = torch.where(~torch.isfinite(loss) & (self._first_bad < 0), step, self._first_bad)
+        if trainer.global_step % self.check_every_n_steps == 0:
+            self._check()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._check()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        if self._first_bad is not None and int(self._first_bad) >= 0:
+            raise NonFiniteLossError(
+                f"non-finite training loss at optimizer step {int(self._first_bad)}: run stopped, the last good "
+                "checkpoint is kept (module.skip_nonfinite_loss=true skips such steps instead)"
+            )

@@ -1,0 +1,161 @@
+"""Logger construction, the W&B run's lifecycle, and step metrics written straight to the loggers."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from optimlight.app.config import configuration_label
+from optimlight.plugin.errors import ConfigError, first_line
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+log = logging.getLogger(__name__)
+
+
+def is_logging_step(trainer) -> bool:
+    """Every `log_every_n_steps`-th optimizer step: when step metrics are worth a read of the device."""
+    return bool(trainer.loggers) and trainer.global_step % trainer.log_every_n_steps == 0
+
+
+def log_step_metrics(trainer, metrics: dict) -> None:
+    """Write step metrics straight to the loggers, at the optimizer step's index (cheaper than `self.log`)."""
+    values = {name: float(value) for name, value in metrics.items()}
+    for logger in trainer.loggers:
+        logger.log_metrics(values, step=trainer.global_step)
+
+
+def build_loggers(cfg: Mapping | None) -> list:
+    """One logger per entry of the `logger` node that has a `_target_`; an empty node means no logger."""
+    return [instantiate(node) for node in (cfg or {}).values() if node and node.get("_target_")]
+
+
+def check_logger(cfg: Mapping | None) -> None:
+    """The `logger` group's values that W&B would only reject after training started, or never."""
+    node = (cfg or {}).get("wandb")
+    if not node:
+        return
+    mode = node.get("mode", "auto")
+    if mode not in WANDB_MODES:
+        raise ConfigError("logger.wandb.mode", mode, f"one of {', '.join(WANDB_MODES)}")
+    timeout = node.get("init_timeout", 30)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ConfigError("logger.wandb.init_timeout", timeout, "a positive number of seconds")
+    log_model = node.get("log_model", False)
+    if not (isinstance(log_model, bool) or log_model == "all"):
+        raise ConfigError("logger.wandb.log_model", log_model, "false, true (best and last checkpoint) or all")
+
+
+def sweep_group() -> str | None:
+    """The sweep dir's name in a Hydra multirun, so that all jobs of one sweep share a W&B group; else None."""
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    return Path(hydra.sweep.dir).name if hydra.mode == RunMode.MULTIRUN else None
+
+
+def _sync_hint(save_dir) -> str:
+    return f"upload later with: wandb sync {Path(save_dir) / 'wandb'}/offline-run-*"
+
+
+def start_mode(mode: str, save_dir=".") -> str:
+    """The W&B mode to start in: `auto` and `online` become `offline` when W&B finds no credentials.
+
+    `wandb.login(prompt=False)` looks for an API key (WANDB_API_KEY, netrc, `wandb login`) without asking for
+    one, so a terminal never waits for input; the key itself never passes through here.
+    """
+    if mode not in ("auto", "online"):
+        return mode
+    import wandb
+
+    if wandb.login(prompt=False, verify=False):
+        return "online"
+    say = log.info if mode == "auto" else log.warning
+    say("W&B: no API key or login found, logging offline; %s", _sync_hint(save_dir))
+    return "offline"
+
+
+def run_dir_wandb_id(run_dir, renew: bool = False) -> str:
+    """One W&B run per run dir: the id is kept in `<run dir>/wandb_run_id`, so a run resumed in its own dir
+    (`ckpt_path=last`) continues the same W&B run. `renew` replaces it (a failed online start keeps its id busy)."""
+    path = Path(run_dir) / "wandb_run_id"
+    if renew or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(4) + "\n")  # 8 characters of [0-9a-f], like W&B's own ids
+    return path.read_text().strip()
+
+
+def wandb_logger(
+    mode: str = "auto",
+    init_timeout: float = 30,
+    group: str | None = None,
+    job_type: str | None = None,
+    save_dir=".",
+    **kwargs,
+):
+    """Lightning's `WandbLogger` in the W&B mode that can work here; other arguments go to `wandb.init`.
+
+    An online run starts at once, so that a missing network or a rejected key shows here, after at most
+    `init_timeout` seconds, and the training goes on offline with a warning instead of failing later.
+    Only rank 0 starts a run (Lightning gives other ranks a dummy), so only rank 0 looks for credentials.
+    """
+    import wandb
+
+    kwargs.update(group=group or sweep_group(), save_dir=save_dir, settings=wandb.Settings(init_timeout=init_timeout))
+    if job_type is None and HydraConfig.initialized():  # the runs of one configuration, every seed, share it
+        job_type = configuration_label(HydraConfig.get().overrides.task)
+    kwargs["job_type"] = job_type
+    if rank_zero_only.rank != 0:
+        return WandbLogger(mode="disabled", **kwargs)
+    kwargs.setdefault("id", run_dir_wandb_id(save_dir))
+    kwargs.setdefault("resume", "allow")
+    mode = start_mode(mode, save_dir)
+    if mode == "online":
+        logger = WandbLogger(mode="online", **kwargs)
+        try:
+            logger.experiment  # noqa: B018 - starts the run now
+            return logger
+        except Exception as exc:  # no network, server down, key refused: keep training, lose only the live view
+            hint = _sync_hint(save_dir)
+            log.warning("W&B: the online run did not start (%s); logging offline, %s", first_line(exc), hint)
+            mode, kwargs["id"] = "offline", run_dir_wandb_id(save_dir, renew=True)
+    return WandbLogger(mode=mode, **kwargs)
+
+
+def _wandb_loggers(loggers: Iterable[Logger]) -> list[WandbLogger]:
+    return [logger for logger in loggers if isinstance(logger, WandbLogger)]
+
+
+@contextmanager
+def tracked(loggers: Iterable[Logger], config: Mapping) -> Iterator[None]:
+    """Log `config` (the full resolved config) as every logger's hyperparameters, then finish the W&B runs on
+    the way out, marked failed when the body raised: Lightning never finishes them, and a run left open would
+    swallow the next job of a multirun (the basic and joblib launchers run several jobs in one process)."""
+    loggers, exit_code = list(loggers), 1
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(dict(config))
+        yield
+        exit_code = 0
+    finally:
+        for logger in _wandb_loggers(loggers):
+            logger.experiment.finish(exit_code=exit_code)
+
+
+def log_summary(loggers: Iterable[Logger], record: Mapping) -> None:
+    """Make the run's record (final metrics, mean seconds per epoch, status) the W&B runs' summary."""
+    summary = {**record["metrics"], "mean_epoch_time": record["mean_epoch_time"], "status": record["status"]}
+    for target, reached in (record.get("time_to_target") or {}).items():
+        for unit in ("epoch", "step", "seconds"):
+            summary[f"time_to_target/{target}/{unit}"] = None if reached is None else reached[unit]
+    for logger in _wandb_loggers(loggers):
+        logger.experiment.summary.update(summary)

@@ -1,0 +1,44 @@
+"""The Hydra callback that keeps a multirun's sweep dir current (conf/hydra/callbacks/sweep_summary.yaml).
+
+After every job: `summary.csv`/`summary.md` (one row per job) and `comparison.csv`/`comparison.md` (one row per
+configuration, seeds aggregated, with the verdict), so a sweep that stops at a failed job (Hydra's sweepers raise
+once the batch is done) still leaves them complete. At the end of the multirun: the report figures, and the
+comparison as one W&B run in the sweep's group (job_type `comparison`) when the jobs log to W&B.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.utils import JobReturn
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from optimlight.app.record import record_failure
+from optimlight.tools.compare import write_comparison
+from optimlight.tools.report import write_report
+from optimlight.tools.sweep import job_error, write_summary
+from optimlight.tools.wandb_report import log_comparison_run
+
+
+class SweepSummary(Callback):
+    """Hydra callback: the sweep dir's summary, comparison, figures and W&B comparison run (module docstring)."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        error = job_error(job_return)
+        if error:
+            choices = {k: v for k, v in config.hydra.runtime.choices.items() if not k.startswith("hydra/")}
+            record_failure(Path(config.hydra.runtime.output_dir), error, choices)
+        write_summary(config.hydra.sweep.dir)
+        write_comparison(config.hydra.sweep.dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        figures = write_report(sweep_dir)  # summary, comparison and figures
+        wandb_node = OmegaConf.select(config, "logger.wandb")
+        if wandb_node and wandb_node.get("_target_"):
+            log_comparison_run(sweep_dir, figures, OmegaConf.to_container(wandb_node, resolve=False))
+        print(f"sweep: {sweep_dir / 'summary.md'}, {sweep_dir / 'comparison.md'}", flush=True)
