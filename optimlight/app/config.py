@@ -50,8 +50,8 @@ def options(group: str) -> list[str]:
     return sorted(path.stem for path in (Path(CONFIG_DIR) / group).glob("*.yaml"))
 
 
-#: Overrides that pick a repetition of a configuration rather than a different one.
-REPETITION_KEYS = ("seed",)
+#: Overrides that pick a repetition of a configuration (or how it is run) rather than a different one.
+REPETITION_KEYS = ("seed", "skip_completed")
 #: W&B's limit on a job_type's length.
 JOB_TYPE_LENGTH = 64
 

@@ -34,8 +34,8 @@ from optimlight.tools.sweep import Job, find_jobs
 
 DEFAULT_LRS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 SELECT_METRIC = "val/acc_best"
-#: Overrides kept out of the trial dirs' names (a path would nest folders).
-UNNAMED_KEYS = ("data.data_dir",)
+#: Overrides kept out of the trial dirs' names (a path would nest folders; skip_completed names no setting).
+UNNAMED_KEYS = ("data.data_dir", "skip_completed")
 
 
 def multirun(overrides: Sequence[str], sweep_dir: Path, launcher: str, jobs: int) -> int:
