@@ -75,7 +75,8 @@ def find_fashion_mnist() -> tuple[Path | None, str]:
         return candidates[-1], ""
     except DataError as exc:
         tried = ", ".join(str(c) for c in candidates)
-        return None, f"real Fashion-MNIST not found ({tried}) and not downloadable: {str(exc).rsplit(': ', 1)[-1]}"
+        cause = type(exc.__cause__).__name__ if exc.__cause__ else "DataError"
+        return None, f"real Fashion-MNIST not found ({tried}) and the torchvision download failed ({cause})"
     finally:
         socket.setdefaulttimeout(timeout)
 

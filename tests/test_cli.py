@@ -9,7 +9,7 @@ from optimlight.app.cli import main
 
 # (overrides, the one line the user sees after "error: ")  -- README "Troubleshooting" lists the same cases
 BAD_INPUTS = [
-    (["model=nope"], "model='nope' is not allowed: expected one of cnn, mlp"),
+    (["model=nope"], "model='nope' is not allowed: expected one of cnn, deepobs_2c2d, deepobs_mlp, logreg, mlp"),
     (
         ["optimizer=adamm"],
         "optimizer='adamm' is not allowed: expected one of adadelta, adagrad, adam, adamw, asgd, lbfgs, nadam, rmsprop, sgd",

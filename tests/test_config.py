@@ -11,7 +11,7 @@ from optimlight.app.run import build_module
 from optimlight.app.validate import validate
 from optimlight.plugin.errors import ConfigError
 
-GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "averaging", "tune", "experiment")
+GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "averaging", "tune", "experiment", "debug")
 
 
 def options(group: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -41,9 +42,17 @@ class SignSGD(torch.optim.Optimizer):
 def installed(tmp_path_factory) -> Path:
     """`pip wheel` + `pip install --no-deps --target`: the package and its console script outside the clone."""
     root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"  # a copy: setuptools writes build/ beside the sources, which must stay out of the clone
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for folder in ("optimlight", "conf"):
+        shutil.copytree(REPO / folder, source / folder, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
     pip = [sys.executable, "-m", "pip", "-q"]
     subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", str(REPO), "-w", str(root / "dist")], check=True, capture_output=True
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", str(source), "-w", str(root / "dist")],
+        check=True,
+        capture_output=True,
     )
     (wheel,) = (root / "dist").glob("optimlight-*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", str(root / "site"), str(wheel)], check=True, capture_output=True)

@@ -91,9 +91,15 @@ def load_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels.long()
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> float (N, 1, 28, 28), the same values as ToTensor + Normalize(MEAN, STD)."""
-    return ((images.float() / 255.0 - MEAN) / STD).unsqueeze(1)
+def pixel_stats(standardize: bool) -> tuple[float, float]:
+    """(mean, std) that pixels in [0, 1] are standardized with: Fashion-MNIST's, or (0, 1) to keep them in [0, 1]."""
+    return (MEAN, STD) if standardize else (0.0, 1.0)
+
+
+def normalize(images: torch.Tensor, standardize: bool = True) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float (N, 1, 28, 28), the same values as ToTensor (+ Normalize(MEAN, STD))."""
+    mean, std = pixel_stats(standardize)
+    return ((images.float() / 255.0 - mean) / std).unsqueeze(1)
 
 
 def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,10 +108,11 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch
     return perm[val_size:], perm[:val_size]
 
 
-def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, generator: torch.Generator, standardize: bool = True) -> torch.Tensor:
     """Random crop with zero padding (of the raw image) and horizontal flip, for a whole normalized batch."""
     b, _, h, w = x.shape
-    background = (0.0 - MEAN) / STD
+    mean, std = pixel_stats(standardize)
+    background = (0.0 - mean) / std  # a black pixel after normalization
     padded = F.pad(x, (PAD, PAD, PAD, PAD), value=background)
     dy = torch.randint(0, 2 * PAD + 1, (b,), generator=generator).to(x.device)
     dx = torch.randint(0, 2 * PAD + 1, (b,), generator=generator).to(x.device)
@@ -125,9 +132,10 @@ class TensorBatches:
     the next batch; augmentation draws from a generator seeded per batch, so resumed batches are the same too.
     """
 
-    def __init__(self, x, y, batch_size, shuffle=False, augment=False, seed=0, rank=0, world_size=1):
+    def __init__(self, x, y, batch_size, shuffle=False, augment=False, seed=0, rank=0, world_size=1, standardize=True):
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.augment, self.seed = batch_size, shuffle, augment, seed
+        self.standardize = standardize
         self.rank, self.world_size = rank, world_size
         self.epoch, self.position, self._resume_at = 0, 0, 0
         self.sampler = self  # Lightning calls `dataloader.sampler.set_epoch(epoch)` at each epoch start
@@ -165,7 +173,7 @@ class TensorBatches:
             xb = self.x[idx]
             if self.augment:
                 key = ((self.seed * 10_007 + self.epoch) * 1_000_003 + i) * 97 + self.rank
-                xb = augment_batch(xb, torch.Generator().manual_seed(key))
+                xb = augment_batch(xb, torch.Generator().manual_seed(key), self.standardize)
             self.position = i + 1
             yield xb, self.y[idx]
 
@@ -174,7 +182,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
     """Fashion-MNIST with a seeded train/val split of the 60,000 training images and the official test set.
 
     `split_seed` alone fixes which images validate, so runs of every `seed` are scored on the same images;
-    `seed` (the run's seed) fixes the shuffling order and the augmentation of each epoch.
+    `seed` (the run's seed) fixes the shuffling order and the augmentation of each epoch. `standardize=False`
+    keeps pixels in [0, 1] (DeepOBS's protocol) instead of standardizing them with Fashion-MNIST's mean and std.
     """
 
     def __init__(
@@ -186,6 +195,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         val_size: int = 5_000,
         split_seed: int = 42,
         seed: int = 0,
+        standardize: bool = True,
         augment: bool = False,
         loader: str = "tensor",
         pin_memory: bool = False,
@@ -213,7 +223,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.split = {"train": train_idx, "val": val_idx}
         if self.hparams.loader == "tensor":
             device = self._device()
-            full_x, test_xn = normalize(train_x).to(device), normalize(test_x).to(device)
+            standardize = self.hparams.standardize
+            full_x, test_xn = normalize(train_x, standardize).to(device), normalize(test_x, standardize).to(device)
             train_y, test_y = train_y.to(device), test_y.to(device)
             self._tensors = {
                 "train": (full_x[train_idx.to(device)], train_y[train_idx.to(device)]),
@@ -243,6 +254,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
             batch_size=self.hparams.batch_size if split == "train" else self.eval_batch_size,
             shuffle=shuffle,
             augment=self.hparams.augment and split == "train",
+            standardize=self.hparams.standardize,
             seed=self.hparams.seed,
             rank=rank,
             world_size=world,
@@ -251,7 +263,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
     def _torchvision_loader(self, split: str, shuffle: bool) -> DataLoader:
         from torchvision import datasets, transforms
 
-        steps = [transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))]
+        mean, std = pixel_stats(self.hparams.standardize)
+        steps = [transforms.ToTensor(), transforms.Normalize((mean,), (std,))]
         if self.hparams.augment and split == "train":
             steps = [transforms.RandomCrop(28, padding=PAD), transforms.RandomHorizontalFlip()] + steps
         dataset = datasets.FashionMNIST(self.data_dir, train=split != "test", transform=transforms.Compose(steps))

@@ -45,11 +45,28 @@ def plot_curves(jobs: list[Job], labels: dict[str, str], path: Path) -> Figure:
 def plot_bars(
     names: list[str], values: list[float], errors: list[float] | None, ylabel: str, title: str, path: Path, fmt: str
 ) -> None:
-    """One bar per job, its value written on top."""
+    """One bar per job, its value written inside the bar (clear of the error bars); the axis spans the data."""
     fig = Figure(figsize=(max(6, 0.9 * len(names) + 2), 4.5), layout="constrained")
     ax = fig.subplots()
     bars = ax.bar(range(len(names)), values, yerr=errors, capsize=4, color=[f"C{i % 10}" for i in range(len(names))])
-    ax.bar_label(bars, fmt=fmt, fontsize="small")
+    if values:
+        spread = [e or 0.0 for e in errors] if errors else [0.0] * len(values)
+        low = min(v - e for v, e in zip(values, spread))
+        high = max(v + e for v, e in zip(values, spread))
+        pad = 0.15 * (high - low) or 0.05 * abs(high) or 1.0
+        bottom = max(0.0, low - pad)
+        ax.set_ylim(bottom, high + pad)  # close values stay apart: the axis spans the data, not zero
+        for bar, value in zip(bars, values):  # the value at the foot of its bar, clear of the error bar
+            ax.text(
+                bar.get_x() + bar.get_width() / 2,
+                bottom + 0.03 * (high + pad - bottom),
+                fmt % value,
+                ha="center",
+                va="bottom",
+                fontsize="small",
+                color="white",
+                fontweight="bold",
+            )
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize="small")
     ax.set(ylabel=ylabel, title=title)
     ax.grid(axis="y", alpha=0.3)
@@ -74,7 +91,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> li
         [statistics.fmean(job.results["epoch_times"]) for job in timed],
         [statistics.pstdev(job.results["epoch_times"]) for job in timed],
         "seconds",
-        "seconds per training epoch (mean, std over epochs)",
+        "seconds per training epoch of each job (mean, std over its epochs)",
         figures[1],
         "%.2f",
     )
@@ -83,7 +100,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> li
         [job.metric("test/acc") for job in tested],
         None,
         "test/acc",
-        "final test accuracy (best checkpoint)",
+        "test accuracy of each job (its best-validation checkpoint)",
         figures[2],
         "%.4f",
     )
