@@ -129,7 +129,12 @@ def targets_of(jobs: Sequence[Job]) -> list[str]:
 
 def ranked(configs: Sequence[Configuration]) -> list[Configuration]:
     """Best first by mean val/acc_best; configurations without a completed run last."""
-    return sorted(configs, key=lambda c: -(spread(c.values(RANK_METRIC)).mean or -math.inf))
+
+    def key(config: Configuration) -> float:
+        mean = spread(config.values(RANK_METRIC)).mean
+        return -math.inf if mean is None else mean
+
+    return sorted(configs, key=key, reverse=True)
 
 
 def comparison_rows(configs: Sequence[Configuration], targets: Sequence[str]) -> list[dict]:
