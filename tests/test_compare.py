@@ -239,3 +239,30 @@ def test_performance_profile_across_two_workloads():
     assert ratios == {"sgd": [1.0, 2.0], "adam": [math.inf, 1.0]}
     assert profile_fraction(ratios["sgd"], 1.0) == 0.5 and profile_fraction(ratios["sgd"], 2.0) == 1.0
     assert profile_fraction(ratios["adam"], 100.0) == 0.5
+
+
+def test_time_to_target_counts_epochs_not_validations(tmp_path):
+    # validation every 2nd epoch: the first validation is epoch 2, after both epochs' training seconds
+    assert time_to_target([0.9], [200], [5.0], [0.85], epochs=[2]) == {"0.85": {"epoch": 2, "step": 200, "seconds": 5.0}}
+    rows = [
+        {"epoch": 0, "step": 99, "train/epoch_time": 2.0},
+        {"epoch": 1, "step": 199, "train/epoch_time": 3.0},
+        {"epoch": 1, "step": 199, "val/acc": 0.9},
+    ]
+    (tmp_path / "csv").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "csv" / "metrics.csv", index=False)
+    assert time_to_target_from_metrics(tmp_path, [0.85]) == {"0.85": {"epoch": 2, "step": 200, "seconds": 5.0}}
+
+
+def test_verdict_leaves_out_configurations_without_the_rank_metric():
+    from optimlight.tools.compare import Configuration, verdict
+    from optimlight.tools.sweep import Job
+
+    def job(name, value):
+        return Job(name, Path("."), [f"optimizer={name}"], {"status": "completed", "metrics": {"val/acc_best": value}})
+
+    configs = [
+        Configuration("sgd", ["optimizer=sgd"], [job("sgd", 0.8), job("sgd", 0.82)]),
+        Configuration("adam", ["optimizer=adam"], [job("adam", None)]),
+    ]  # validation never ran
+    assert verdict(configs) == ["1 configuration(s) with a completed val/acc_best: nothing to compare."]

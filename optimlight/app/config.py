@@ -51,7 +51,7 @@ def options(group: str) -> list[str]:
 
 
 #: Overrides that pick a repetition of a configuration (or how it is run) rather than a different one.
-REPETITION_KEYS = ("seed", "skip_completed")
+REPETITION_KEYS = ("seed", "skip_completed", "speed.num_threads")
 #: W&B's limit on a job_type's length.
 JOB_TYPE_LENGTH = 64
 

@@ -18,10 +18,12 @@ class TestEveryEpoch(L.Callback):
         if trainer.sanity_checking:
             return
         loss_sum, correct, count = 0.0, 0, 0
+        precision = trainer.precision_plugin  # the dtype and autocast the run's own steps use
         for x, y in trainer.datamodule.test_dataloader():
-            x, y = x.to(pl_module.device), y.to(pl_module.device)
-            logits = pl_module(x)
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+            x, y = precision.convert_input(x.to(pl_module.device)), y.to(pl_module.device)
+            with precision.forward_context():
+                logits = pl_module(x)
+            loss_sum += float(torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
             correct += int((logits.argmax(dim=1) == y).sum())
             count += len(y)
         pl_module.log("test_epoch/loss", loss_sum / count, on_epoch=True, sync_dist=True)

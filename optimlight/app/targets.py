@@ -22,15 +22,22 @@ def target_key(target: float) -> str:
 
 
 def time_to_target(
-    values: Sequence[float], steps: Sequence[int], seconds: Sequence[float], targets: Sequence[float]
+    values: Sequence[float],
+    steps: Sequence[int],
+    seconds: Sequence[float],
+    targets: Sequence[float],
+    epochs: Sequence[int] | None = None,
 ) -> dict[str, dict[str, float] | None]:
-    """For each target, the first validation (1-based epoch, optimizer steps taken, cumulative training seconds)
-    whose value is >= the target; None where no validation reached it."""
+    """For each target, the first validation whose value is >= the target: its 1-based epoch (`epochs`, by default
+    one validation per epoch), optimizer steps taken and cumulative training seconds; None where none reached it."""
+    epochs = list(epochs) if epochs is not None else list(range(1, len(values) + 1))
     reached: dict[str, dict[str, float] | None] = {}
     for target in targets:
         first = next((i for i, value in enumerate(values) if value >= target), None)
         reached[target_key(target)] = (
-            None if first is None else {"epoch": first + 1, "step": int(steps[first]), "seconds": round(seconds[first], 4)}
+            None
+            if first is None
+            else {"epoch": int(epochs[first]), "step": int(steps[first]), "seconds": round(seconds[first], 4)}
         )
     return reached
 
@@ -41,10 +48,12 @@ def time_to_target_from_metrics(run_dir: Path, targets: Sequence[float]) -> dict
     frame = epoch_metrics(run_dir, (MONITOR, "train/epoch_time", "step"))
     if MONITOR not in frame or not len(frame):
         return {target_key(t): None for t in targets}
-    frame = frame.dropna(subset=[MONITOR])
+    # training seconds so far, summed over every epoch before dropping the epochs without a validation
     seconds = frame["train/epoch_time"].fillna(0.0).cumsum() if "train/epoch_time" in frame else frame[MONITOR] * 0
+    validated = frame[MONITOR].notna()
+    frame, seconds = frame[validated], seconds[validated]
     steps = frame["step"].astype(int) + 1  # the CSV's step is the last step's 0-based index: steps taken = it + 1
-    return time_to_target(list(frame[MONITOR]), list(steps), list(seconds), targets)
+    return time_to_target(list(frame[MONITOR]), list(steps), list(seconds), targets, epochs=list(frame.index))
 
 
 def check_targets(targets: Any) -> None:
@@ -63,6 +72,7 @@ class TimeToTarget(L.Callback):
         self.targets = list(targets)
         self.timer = timer
         self.values: list[float] = []
+        self.epochs: list[int] = []
         self.steps: list[int] = []
         self.seconds: list[float] = []
 
@@ -71,15 +81,16 @@ class TimeToTarget(L.Callback):
         if trainer.sanity_checking or value is None:
             return
         self.values.append(float(value))
+        self.epochs.append(trainer.current_epoch + 1)
         self.steps.append(trainer.global_step)
         self.seconds.append(sum(self.timer.epoch_times))
 
     def record(self) -> dict[str, dict[str, float] | None]:
-        return time_to_target(self.values, self.steps, self.seconds, self.targets)
+        return time_to_target(self.values, self.steps, self.seconds, self.targets, self.epochs)
 
     def state_dict(self) -> dict:
-        return {"values": list(self.values), "steps": list(self.steps), "seconds": list(self.seconds)}
+        return {"values": self.values, "epochs": self.epochs, "steps": self.steps, "seconds": self.seconds}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.values, self.steps = list(state_dict["values"]), list(state_dict["steps"])
-        self.seconds = list(state_dict["seconds"])
+        self.values, self.epochs = list(state_dict["values"]), list(state_dict["epochs"])
+        self.steps, self.seconds = list(state_dict["steps"]), list(state_dict["seconds"])

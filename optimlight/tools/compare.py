@@ -100,9 +100,6 @@ class Configuration:
     def values(self, metric: str) -> list[float]:
         return [v for v in (job_value(job, metric) for job in self.jobs) if v is not None]
 
-    def seeds(self) -> list[int | str]:
-        return [next((o.split("=", 1)[1] for o in job.overrides if o.split("=", 1)[0] == "seed"), "?") for job in self.jobs]
-
 
 def configurations(jobs: Sequence[Job]) -> list[Configuration]:
     """Jobs grouped by their overrides without `seed`, labelled by what sets each group apart, in sweep order."""
@@ -159,14 +156,14 @@ def comparison_rows(configs: Sequence[Configuration], targets: Sequence[str]) ->
 
 def verdict(configs: Sequence[Configuration]) -> list[str]:
     """The best configuration (by mean val/acc_best) against each other one, in words with the numbers."""
-    order = [c for c in ranked(configs) if c.jobs]
+    order = [c for c in ranked(configs) if c.values(RANK_METRIC)]
     if len(order) < 2:
-        return ["Only one configuration completed: nothing to compare."]
+        return [f"{len(order)} configuration(s) with a completed {RANK_METRIC}: nothing to compare."]
     best, others = order[0], order[1:]
     a = best.values(RANK_METRIC)
     raw = [welch_p(a, other.values(RANK_METRIC)) for other in others]
     adjusted = holm(raw)
-    lines = [f"Best by mean {RANK_METRIC}: **{best.label}** ({_pm(spread(a))}, n = {len(a)})."]
+    lines = [f"Best by mean {RANK_METRIC}: **{best.label}** ({format_spread(spread(a))}, n = {len(a)})."]
     for other, p, p_adj in zip(others, raw, adjusted):
         b = other.values(RANK_METRIC)
         diff = spread(a).mean - spread(b).mean
@@ -193,7 +190,8 @@ def verdict(configs: Sequence[Configuration]) -> list[str]:
     return lines
 
 
-def _pm(s: Spread) -> str:
+def format_spread(s: Spread) -> str:
+    """`mean ± std [ci_low, ci_high]`, or the mean alone for one value, or "" for none."""
     if s.mean is None:
         return ""
     if s.std is None:
@@ -218,7 +216,8 @@ def markdown(rows: Sequence[dict], lines: Sequence[str], targets: Sequence[str],
             f"{row['n']}" + (f" (+{row['failed']} failed)" if row["failed"] else ""),
         ]
         cells += [
-            _pm(Spread(row["n"], row[f"{m} mean"], row[f"{m} std"], row[f"{m} ci_low"], row[f"{m} ci_high"])) for m in METRICS
+            format_spread(Spread(row["n"], row[f"{m} mean"], row[f"{m} std"], row[f"{m} ci_low"], row[f"{m} ci_high"]))
+            for m in METRICS
         ]
         for t in targets:
             epochs, seconds = row[f"epochs to {t}"], row[f"seconds to {t}"]
@@ -248,6 +247,8 @@ def write_comparison(sweep_dir: str | Path) -> list[dict]:
 
 
 WORKLOAD_GROUP = "model"
+#: Overrides that pick the workload rather than the solver (an experiment preset sets the model).
+WORKLOAD_KEYS = (WORKLOAD_GROUP, "experiment")
 
 
 def workload_of(config: Configuration) -> str:
@@ -257,7 +258,7 @@ def workload_of(config: Configuration) -> str:
 
 def solver_of(config: Configuration) -> str:
     """The configuration without its workload: the optimizer and schedule settings a profile compares."""
-    kept = [o for o in config.overrides if o.split("=", 1)[0] != WORKLOAD_GROUP]
+    kept = [o for o in config.overrides if o.split("=", 1)[0].lstrip("+~") not in WORKLOAD_KEYS]
     return " ".join(o.split("=", 1)[1] if "." not in o.split("=", 1)[0] else o for o in kept) or "default"
 
 
@@ -277,7 +278,7 @@ def performance_profile(configs: Sequence[Configuration], target: str) -> tuple[
         return [], {}
     best = {w: min(per.get(w, math.inf) for per in seconds.values()) for w in workloads}
     ratios = {
-        solver: [per.get(w, math.inf) / best[w] if math.isfinite(best[w]) else math.inf for w in workloads]
+        solver: [per.get(w, math.inf) / best[w] if math.isfinite(best[w]) and best[w] > 0 else math.inf for w in workloads]
         for solver, per in seconds.items()
     }
     return workloads, ratios

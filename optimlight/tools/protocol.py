@@ -28,14 +28,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from optimlight.plugin.errors import ConfigError
-from optimlight.tools.compare import Configuration, configurations, spread, targets_of
+from optimlight.tools.compare import Configuration, Spread, configurations, format_spread, reached, spread, targets_of
 from optimlight.tools.figures import plot_lr_sensitivity
 from optimlight.tools.sweep import Job, find_jobs
 
 DEFAULT_LRS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 SELECT_METRIC = "val/acc_best"
 #: Overrides kept out of the trial dirs' names (a path would nest folders; skip_completed names no setting).
-UNNAMED_KEYS = ("data.data_dir", "skip_completed")
+UNNAMED_KEYS = ("data.data_dir", "skip_completed", "speed.num_threads")
 
 
 def multirun(overrides: Sequence[str], sweep_dir: Path, launcher: str, jobs: int) -> int:
@@ -47,7 +47,7 @@ def multirun(overrides: Sequence[str], sweep_dir: Path, launcher: str, jobs: int
         "-m",
         *overrides,
         "skip_completed=true",
-        f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.sweep.dir='{quoted(str(sweep_dir))}'",  # a path may hold characters Hydra's grammar reads
         "hydra.sweep.subdir=${hydra.job.override_dirname}",
         f"hydra.job.config.override_dirname.exclude_keys=[{','.join(UNNAMED_KEYS)}]",
     ]
@@ -56,6 +56,11 @@ def multirun(overrides: Sequence[str], sweep_dir: Path, launcher: str, jobs: int
         cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", f"speed.num_threads={threads}"]
     print("protocol:", " ".join(cmd[3:]), flush=True)
     return subprocess.run(cmd).returncode
+
+
+def quoted(text: str) -> str:
+    """`text` inside a single-quoted Hydra override value."""
+    return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def lr_of(job: Job) -> float | None:
@@ -67,12 +72,14 @@ def optimizer_of(job: Job) -> str | None:
     return next((o.split("=", 1)[1] for o in job.overrides if o.startswith("optimizer=")), None)
 
 
-def search_trials(search_dir: Path) -> dict[str, list[tuple[float, float | None]]]:
-    """optimizer -> [(lr, val/acc_best or None when the trial failed)] of the search stage."""
+def search_trials(search_dir: Path, lrs: Sequence[float] | None = None) -> dict[str, list[tuple[float, float | None]]]:
+    """optimizer -> [(lr, val/acc_best or None when the trial failed)] of the search stage; with `lrs`, only the
+    trials of that grid (an earlier run's other grid left in the same dir does not count)."""
     trials: dict[str, list[tuple[float, float | None]]] = {}
+    grid = None if lrs is None else {f"{lr:g}" for lr in lrs}
     for job in find_jobs(search_dir):
         name, lr = optimizer_of(job), lr_of(job)
-        if name is not None and lr is not None:
+        if name is not None and lr is not None and (grid is None or f"{lr:g}" in grid):
             value = job.metric(SELECT_METRIC) if job.status == "completed" else None
             trials.setdefault(name, []).append((lr, value))
     return trials
@@ -84,19 +91,19 @@ def select(trials: Sequence[tuple[float, float | None]]) -> float | None:
     return -max(scored)[1] if scored else None
 
 
-def final_configuration(configs: Sequence[Configuration], name: str) -> Configuration | None:
-    return next((c for c in configs if f"optimizer={name}" in c.overrides), None)
+def final_configuration(configs: Sequence[Configuration], name: str, lr: float) -> Configuration | None:
+    """The final stage's configuration of optimizer `name` at the selected `lr`."""
+    wanted = {f"optimizer={name}", f"optimizer.lr={lr:g}"}
+    return next((c for c in configs if wanted <= set(c.overrides)), None)
 
 
-def _cell(s) -> str:
-    if s.mean is None:
-        return "-"
-    return f"{s.mean:.4f}" if s.std is None else f"{s.mean:.4f} ± {s.std:.4f} [{s.ci_low:.4f}, {s.ci_high:.4f}]"
+def _cell(s: Spread) -> str:
+    return format_spread(s) or "-"
 
 
 def protocol_report(out: Path, optimizers: Sequence[str], lrs: Sequence[float], epochs_note: str) -> str:
     """`protocol.md`: per optimizer the budget, the selected lr and the final seeds' results."""
-    trials = search_trials(out / "search")
+    trials = search_trials(out / "search", lrs)
     final_jobs = find_jobs(out / "final")
     configs, targets = configurations(final_jobs), targets_of(final_jobs)
     head = [
@@ -122,7 +129,7 @@ def protocol_report(out: Path, optimizers: Sequence[str], lrs: Sequence[float], 
         points = trials.get(name, [])
         best = select(points)
         searched = dict(points).get(best) if best is not None else None
-        config = final_configuration(configs, name)
+        config = None if best is None else final_configuration(configs, name, best)
         cells = [
             name,
             f"{len(points)} ({sum(v is not None for _, v in points)})",
@@ -138,7 +145,7 @@ def protocol_report(out: Path, optimizers: Sequence[str], lrs: Sequence[float], 
                 _cell(spread(config.values("test/acc"))),
             ]
             for t in targets:
-                hits = [(job.results.get("time_to_target") or {}).get(t) for job in config.jobs]
+                hits = [reached(job, t) for job in config.jobs]
                 seconds = [h["seconds"] for h in hits if h]
                 shown = "-" if not seconds else f"{spread(seconds).mean:.1f}"
                 cells.append(f"{shown} ({len(seconds)}/{len(hits)})")
@@ -178,18 +185,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         lrs = parse_lrs(args.lrs)
         if args.seeds < 1:
             raise ConfigError("--seeds", args.seeds, "a positive number of seeds")
+        if args.jobs < 1:
+            raise ConfigError("--jobs", args.jobs, "a positive number of parallel jobs")
     except ConfigError as exc:
         parser.error(str(exc))
-    optimizers = args.optimizers.split(",")
+    optimizers = [name.strip() for name in args.optimizers.split(",") if name.strip()]
     out = args.out.resolve()
     grid = [
-        f"optimizer={args.optimizers}",
+        f"optimizer={','.join(optimizers)}",
         f"optimizer.lr={','.join(f'{lr:g}' for lr in lrs)}",
         f"seed={args.search_seed}",
         *args.overrides,
     ]
     multirun(grid, out / "search", args.launcher, args.jobs)  # a failed trial is a result (diverged), not a stop
-    trials = search_trials(out / "search")
+    trials = search_trials(out / "search", lrs)
+    if not trials:  # no trial dir at all: the multirun itself was refused (a bad override), not a diverged trial
+        print(f"protocol: no search trial ran in {out / 'search'}; see the error above", file=sys.stderr)
+        return 2
     final_seeds = ",".join(str(args.search_seed + 1 + i) for i in range(args.seeds))
     for name in optimizers:
         best = select(trials.get(name, []))

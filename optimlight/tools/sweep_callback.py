@@ -15,7 +15,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from optimlight.app.record import record_failure
+from optimlight.app.record import read_results, record_failure
 from optimlight.tools.compare import write_comparison
 from optimlight.tools.report import write_report
 from optimlight.tools.sweep import job_error, write_summary
@@ -29,9 +29,10 @@ class SweepSummary(Callback):
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         error = job_error(job_return)
-        if error:
+        run_dir = Path(config.hydra.runtime.output_dir)
+        if error and read_results(run_dir).get("status") != "preempted":  # a preempted run resumes: keep its status
             choices = {k: v for k, v in config.hydra.runtime.choices.items() if not k.startswith("hydra/")}
-            record_failure(Path(config.hydra.runtime.output_dir), error, choices)
+            record_failure(run_dir, error, choices)
         write_summary(config.hydra.sweep.dir)
         write_comparison(config.hydra.sweep.dir)
 
