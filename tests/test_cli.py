@@ -1,5 +1,6 @@
 """The command line as users type it: every bad input gives one clear line and exit code 2 before training."""
 
+import json
 import sys
 
 import pytest
@@ -72,7 +73,10 @@ def test_bad_input_exits_2_with_one_line(monkeypatch, capsys, tmp_path, data_dir
     lines = err.strip().splitlines()
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
-    assert not (run_dir / "checkpoints").exists() and not (run_dir / "results.json").exists()
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "csv").exists() and not (run_dir / "wandb").exists()
+    if run_dir.exists():  # found after composition: the run dir records it
+        record = json.loads((run_dir / "results.json").read_text())
+        assert record["status"] == "failed" and f"error: {record['error']}" == lines[0]
 
 
 def test_missing_data_without_internet_says_where_files_go(monkeypatch, capsys, tmp_path):

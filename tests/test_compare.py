@@ -14,6 +14,7 @@ import torch
 from scipy import stats
 
 from optimlight.app.data import FashionMNISTDataModule
+from optimlight.app.loggers import sweep_group_name
 from optimlight.app.targets import time_to_target, time_to_target_from_metrics
 from optimlight.tools import protocol
 from optimlight.tools.compare import holm, spread, welch_p
@@ -167,7 +168,7 @@ def test_a_multirun_of_two_configurations_by_two_seeds_gives_two_rows_of_n_2(mul
     assert all(job_type.startswith(v) and len(job_type) <= 64 for job_type, (v,) in by_type.items())
     assert all("time_to_target/0.85/seconds" in run.summary for run in runs)
     (report,) = offline_runs(sweep)
-    assert report.group == "cmp" and report.job_type == "comparison"
+    assert report.group == sweep_group_name(sweep) and report.job_type == "comparison"
     assert report.summary["configurations"] == 2 and "Best by mean val/acc_best" in report.summary["verdict"]
     (table,) = report.logged("comparison/table")
     assert table["_type"] == "table-file" and table["nrows"] == 2

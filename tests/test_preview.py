@@ -14,9 +14,10 @@ from lightning import Callback
 from matplotlib.image import imread
 
 from optimlight.app.data import TRAIN_SIZE
+from optimlight.app.plan import plan_run
 from optimlight.app.run import build_module
 from optimlight.plugin.errors import ConfigError
-from optimlight.tools.preview import format_table, plan_run, plot_curves, schedule_curves
+from optimlight.tools.preview import format_table, plot_curves, schedule_curves
 from tests.conftest import REPO
 from tests.metrics_csv import logged
 

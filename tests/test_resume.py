@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
+import pytest
 import torch
 
 from tests.conftest import REPO
@@ -36,35 +38,65 @@ def results(run_dir):
     return json.loads((run_dir / "results.json").read_text())
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, data_dir):
-    reference = train(tmp_path / "reference", data_dir)
-    assert reference.returncode == 0, reference.stderr[-3000:]
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir):
+    """`reference(loader)` -> the run dir of the uninterrupted run with `data.loader=loader` (trained once)."""
+    runs = {}
 
+    def _reference(loader):
+        if loader not in runs:
+            run_dir = tmp_path_factory.mktemp(f"reference-{loader}")
+            proc = train(run_dir, data_dir, f"data.loader={loader}")
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            runs[loader] = run_dir
+        return runs[loader]
+
+    return _reference
+
+
+def assert_same_run(run_dir, reference_dir):
+    """Weights, final metrics, every row of metrics.csv (the seconds aside) and one epoch time per epoch."""
+    expected, got = results(reference_dir), results(run_dir)
+    assert got["status"] == "completed"
+    assert got["metrics"] == expected["metrics"]
+    final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    ref_final = torch.load(reference_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["global_step"] == ref_final["global_step"] == 120
+    for name, tensor in ref_final["state_dict"].items():
+        assert torch.equal(final["state_dict"][name], tensor), name
+    history, ref_history = (pd.read_csv(d / "csv" / "metrics.csv") for d in (run_dir, reference_dir))
+    pd.testing.assert_frame_equal(history.drop(columns="train/epoch_time"), ref_history.drop(columns="train/epoch_time"))
+    times, ref_times = got["epoch_times"], expected["epoch_times"]
+    assert len(times) == len(ref_times) == 3
+    assert min(times) > 0.2 * min(ref_times), (times, ref_times)  # every epoch's clock ran, the resumed one too
+    assert list(history["train/epoch_time"].dropna().round(4)) == times
+
+
+@pytest.mark.parametrize("loader", ["tensor", "dataloader"])
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, data_dir, reference, loader):
     killed = train(
-        tmp_path / "killed", data_dir, "+callbacks.signal._target_=tests.signals.SignalAt", "+callbacks.signal.step=60"
+        tmp_path / "killed",
+        data_dir,
+        f"data.loader={loader}",
+        "+callbacks.signal._target_=tests.signals.SignalAt",
+        "+callbacks.signal.step=60",
     )  # epoch 1, batch 20 of 40
     assert killed.returncode == -9
     last = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["epoch"] == 0 and last["global_step"] == 40  # the end-of-epoch-0 checkpoint survived the kill
 
-    resumed = train(tmp_path / "killed", data_dir, "ckpt_path=last")
+    resumed = train(tmp_path / "killed", data_dir, f"data.loader={loader}", "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected, got = results(tmp_path / "reference"), results(tmp_path / "killed")
-    assert got["status"] == "completed"
-    for key in ("val/acc_best", "test/acc", "test/loss", "val/loss", "train/loss"):
-        assert got["metrics"][key] == expected["metrics"][key], key
-    final = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=False)
-    ref_final = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert final["global_step"] == ref_final["global_step"] == 120
-    for name, tensor in ref_final["state_dict"].items():
-        assert torch.equal(final["state_dict"][name], tensor), name
+    assert_same_run(tmp_path / "killed", reference(loader))
 
 
-def test_sigterm_saves_checkpoint_and_resumes(tmp_path, data_dir):
+@pytest.mark.parametrize("loader", ["tensor", "dataloader"])
+def test_sigterm_saves_checkpoint_and_resumes(tmp_path, data_dir, reference, loader):
     run_dir = tmp_path / "preempted"
     term = train(
         run_dir,
         data_dir,
+        f"data.loader={loader}",
         "+callbacks.signal._target_=tests.signals.SignalAt",
         "+callbacks.signal.step=50",
         "+callbacks.signal.signal_name=SIGTERM",
@@ -75,11 +107,9 @@ def test_sigterm_saves_checkpoint_and_resumes(tmp_path, data_dir):
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == 50  # mid-epoch 1, written on the signal, not the end-of-epoch-0 one
 
-    resumed = train(run_dir, data_dir, "ckpt_path=last")
+    resumed = train(run_dir, data_dir, f"data.loader={loader}", "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert results(run_dir)["status"] == "completed"
-    final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    assert final["global_step"] == 120  # the resumed epoch finished its remaining batches, no more, no fewer
+    assert_same_run(run_dir, reference(loader))
 
 
 def test_resume_in_the_same_run_dir_continues_the_same_wandb_run(train_run, tmp_path):

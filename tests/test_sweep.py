@@ -14,6 +14,7 @@ from matplotlib.image import imread
 from omegaconf import OmegaConf
 
 from optimlight.app.config import CONFIG_DIR
+from optimlight.app.loggers import sweep_group_name
 from optimlight.tools import report
 from optimlight.tools.sweep import find_jobs
 from tests.conftest import TINY
@@ -41,7 +42,7 @@ def test_grid_sweep_gives_one_wandb_run_per_job_in_one_group_a_summary_and_a_rep
     assert [job.name for job in jobs] == ["0", "1", "2", "3"]
     runs = {job.name: only_run(job.dir) for job in jobs}
     assert len({run.id for run in runs.values()}) == 4
-    assert {run.group for run in runs.values()} == {"grid"}
+    assert {run.group for run in runs.values()} == {sweep_group_name(sweep)}
     for job in jobs:
         run, choices, metrics = runs[job.name], job.results["choices"], job.results["metrics"]
         assert run.name == f"{choices['optimizer']}-{choices['scheduler']}"
@@ -96,7 +97,7 @@ def test_optuna_search_on_the_joblib_launcher(multirun, tmp_path, capfd):
     jobs = find_jobs(sweep)
     assert len(jobs) == 3 and {job.status for job in jobs} == {"completed"}
     runs = [only_run(job.dir) for job in jobs]
-    assert len({run.id for run in runs}) == 3 and {run.group for run in runs} == {"optuna"}
+    assert len({run.id for run in runs}) == 3 and {run.group for run in runs} == {sweep_group_name(sweep)}
 
     best = OmegaConf.load(sweep / "optimization_results.yaml")
     best_job = max(jobs, key=lambda job: job.metric("val/acc_best"))

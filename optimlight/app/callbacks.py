@@ -10,12 +10,17 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from typing_extensions import override
 
 from optimlight.plugin.errors import ConfigError
 
 
 class EpochTimer(L.Callback):
     """Logs `train/epoch_time`: seconds of each training epoch, validation excluded; keeps them in `epoch_times`.
+
+    The clock runs while training batches run: it pauses for every validation (also mid-epoch ones, with
+    `val_check_interval` < 1) and starts again at the next training batch, also after a resume mid-epoch. A
+    checkpoint saved mid-epoch (SIGTERM) carries the epoch's seconds so far, so the resumed epoch's time is whole.
 
     With `print_epochs`, prints one line of metrics per epoch (used when stdout is no terminal and the progress
     bar is off, so logs stay readable in CI and batch jobs).
@@ -24,24 +29,33 @@ class EpochTimer(L.Callback):
     def __init__(self, print_epochs: bool = False):
         self.print_epochs = print_epochs
         self.epoch_times: list[float] = []
+        self._elapsed = 0.0  # seconds of the current epoch's training so far, pauses excluded
         self._start: float | None = None
         self._unprinted_epoch: int | None = None
 
+    @override
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.print_epoch_line(trainer)
-        self._start = time.perf_counter()
 
-    def _stop_clock(self) -> None:
+    @override
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._start is None:
+            self._start = time.perf_counter()
+
+    def _pause(self) -> None:
         if self._start is not None:
-            self.epoch_times.append(time.perf_counter() - self._start)
+            self._elapsed += time.perf_counter() - self._start
             self._start = None
 
+    @override
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
-            self._stop_clock()
+        self._pause()
 
+    @override
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._stop_clock()  # epochs without validation stop here
+        self._pause()
+        self.epoch_times.append(self._elapsed)
+        self._elapsed = 0.0
         pl_module.log("train/epoch_time", self.epoch_times[-1], on_step=False, on_epoch=True, sync_dist=True)
         self._unprinted_epoch = trainer.current_epoch
 
@@ -54,14 +68,19 @@ class EpochTimer(L.Callback):
             print(f"epoch {self._unprinted_epoch}: {line}", flush=True)
         self._unprinted_epoch = None
 
+    @override
     def on_train_end(self, trainer, pl_module) -> None:
         self.print_epoch_line(trainer)
 
+    @override
     def state_dict(self) -> dict:
-        return {"epoch_times": list(self.epoch_times)}
+        running = 0.0 if self._start is None else time.perf_counter() - self._start
+        return {"epoch_times": list(self.epoch_times), "elapsed": self._elapsed + running}
 
+    @override
     def load_state_dict(self, state_dict: dict) -> None:
         self.epoch_times = list(state_dict.get("epoch_times", []))
+        self._elapsed, self._start = float(state_dict.get("elapsed", 0.0)), None
 
 
 class RNGState(L.Callback):
@@ -90,6 +109,33 @@ class RNGState(L.Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
+class LoaderPosition(L.Callback):
+    """Puts the training loader back at its saved mid-epoch position on resume.
+
+    Lightning saves each stateful loader's `state_dict` (TensorBatches, ResumableDataLoader) in the checkpoint but
+    loads it only when it builds the training loader after the restore; a schedule sized from the run's length
+    builds the loader earlier, in configure_optimizers, to count its batches, and the position was never loaded
+    (a run resumed mid-epoch replayed the epoch's first batches). Loading it again here is harmless otherwise.
+    """
+
+    def __init__(self) -> None:
+        self._states: list[dict] = []
+
+    @override
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        self._states = list(fit_loop.get("state_dict", {}).get("combined_loader", []))
+
+    @override
+    def on_train_start(self, trainer, pl_module) -> None:
+        loaders = trainer.train_dataloader
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        stateful = [loader for loader in loaders if hasattr(loader, "load_state_dict")]
+        for loader, state in zip(stateful, self._states):
+            loader.load_state_dict(state)
+        self._states = []
+
+
 class Preemption(L.Callback):
     """On SIGTERM (what SLURM and Kubernetes send before a kill) save `last.ckpt`, so `ckpt_path=last` resumes.
 
@@ -102,6 +148,53 @@ class Preemption(L.Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             trainer.save_checkpoint(self.path)  # Lightning's save is atomic (temp file + rename)
+
+
+class RunLength(L.Callback):
+    """Refuses to resume with another run length when the schedule was sized from the run's length.
+
+    A cosine `T_max` or a OneCycle `total_steps` filled from `max_epochs` is restored from the checkpoint with the
+    old value, so a resumed run with more epochs would leave the schedule mid-way and its lr would jump.
+
+    Args:
+        schedule: the scheduler whose length came from the run (None: any length may change on resume).
+    """
+
+    def __init__(self, schedule: str | None = None):
+        self.schedule = schedule
+        self._length: dict[str, int] = {}
+
+    @staticmethod
+    def length_of(trainer) -> dict[str, int]:
+        steps = trainer.estimated_stepping_batches
+        return {
+            "max_epochs": trainer.max_epochs,
+            "max_steps": trainer.max_steps,
+            "steps": -1 if steps == float("inf") else int(steps),
+        }
+
+    @override
+    def on_train_start(self, trainer, pl_module) -> None:
+        now, started = self.length_of(trainer), self._length
+        if self.schedule and started and started != now:
+            key = next((k for k in ("max_epochs", "max_steps") if started[k] != now[k]), None)
+            name, value, was = (f"trainer.{key}", now[key], started[key]) if key else ("trainer", "this length", "")
+            raise ConfigError(
+                name,
+                value,
+                f"{was or 'the length'} (the run's length when it started, {started['steps']} optimizer steps: "
+                f"{self.schedule} was sized from it and resumes with that size); resume with it, or start a new run "
+                f"dir to train for {now['steps']} steps",
+            )
+        self._length = now
+
+    @override
+    def state_dict(self) -> dict:
+        return dict(self._length)
+
+    @override
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._length = dict(state_dict)
 
 
 class NonFiniteLossError(RuntimeError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 import hydra
 from hydra import compose, initialize_config_dir
@@ -19,7 +20,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from optimlight.app.callbacks import NonFiniteLossError
 from optimlight.app.config import CONFIG_DIR
 from optimlight.app.data import DataError
-from optimlight.app.run import run
+from optimlight.app.run import error_text, run
 from optimlight.plugin.errors import ConfigError
 
 EXIT_BAD_INPUT, EXIT_TRAINING_FAILED, EXIT_PREEMPTED = 2, 3, 143  # 143 = 128 + SIGTERM, what schedulers expect
@@ -98,11 +99,16 @@ def hydra_main(cfg: DictConfig) -> float | None:
             file=sys.stderr,
         )
         sys.exit(EXIT_PREEMPTED)
-    except (ConfigError, DataError, NonFiniteLossError) as exc:
+    except Exception as exc:
         if HydraConfig.get().mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_TRAINING_FAILED if isinstance(exc, NonFiniteLossError) else EXIT_BAD_INPUT)
+        known = isinstance(exc, (ConfigError, DataError, NonFiniteLossError))
+        if not known:  # a crash: its traceback, then the one line, last, as for every failure
+            traceback.print_exc()
+        print(f"error: {error_text(exc)}", file=sys.stderr)  # results.json has it too (run records every failure)
+        if isinstance(exc, NonFiniteLossError) or not known:
+            sys.exit(EXIT_TRAINING_FAILED)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":  # `python -m optimlight.app.cli`, how the tools start a multirun in a fresh process

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from typing_extensions import override
 
 from optimlight.app.loggers import is_logging_step, log_step_metrics
 
@@ -18,10 +19,14 @@ class GradNorm(L.Callback):
 
     def __init__(self, norm_type: float = 2.0):
         self.norm_type = float(norm_type)
+        self._logged_step = -1
 
+    @override
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if not is_logging_step(trainer):  # computed only on the steps whose metrics are written
+        # computed only on the steps whose metrics are written, once a step (LBFGS calls this per closure)
+        if not is_logging_step(trainer) or trainer.global_step == self._logged_step:
             return
+        self._logged_step = trainer.global_step
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if grads:
             log_step_metrics(trainer, {"train/grad_norm": torch.nn.utils.get_total_norm(grads, self.norm_type)})

@@ -8,6 +8,7 @@ same augmentation semantics (random crop with zero padding of the raw image, hor
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from typing_extensions import override
 
 from optimlight.plugin.errors import ConfigError
 
@@ -142,6 +144,8 @@ class TensorBatches:
         self.batch_sampler = None
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self._resume_at = 0  # a resume point holds for its own epoch only
         self.epoch = epoch
 
     def state_dict(self) -> dict:
@@ -167,7 +171,8 @@ class TensorBatches:
 
     def __iter__(self):
         order = self._indices().to(self.x.device)
-        start, self._resume_at = self._resume_at, 0
+        # the resume point stays for every iterator of its epoch: Lightning may start one, prefetch, and start another
+        start = self._resume_at
         for i in range(start, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             xb = self.x[idx]
@@ -176,6 +181,47 @@ class TensorBatches:
                 xb = augment_batch(xb, torch.Generator().manual_seed(key), self.standardize)
             self.position = i + 1
             yield xb, self.y[idx]
+
+
+class EpochSampler(DistributedSampler):
+    """DistributedSampler's order (a permutation seeded by seed + epoch, this rank's share of it): the same order as
+    TensorBatches, a new one each epoch through `set_epoch`, which Lightning calls, and none of Lightning's sampler
+    replacement under DDP. `skip` leaves out the epoch's first samples: a resumed epoch starts where it stopped."""
+
+    def __init__(self, dataset, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+        self.skip = 0
+
+    @override
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.skip = 0  # a resume point holds for its own epoch only
+        super().set_epoch(epoch)
+
+    @override
+    def __iter__(self):
+        return itertools.islice(super().__iter__(), self.skip, None)
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over an EpochSampler that Lightning can save and restore mid-epoch (its `state_dict` is in every
+    checkpoint), as it does TensorBatches: a run resumed mid-epoch reads the epoch's remaining batches, no others."""
+
+    _position = 0  # a class attribute, no __init__ argument: Lightning may re-create a DataLoader from its arguments
+
+    @override
+    def __iter__(self):
+        self._position = self.sampler.skip // self.batch_size
+        for batch in super().__iter__():
+            self._position += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "position": self._position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.set_epoch(state["epoch"])
+        self.sampler.skip = state["position"] * self.batch_size
 
 
 class FashionMNISTDataModule(L.LightningDataModule):
@@ -270,14 +316,18 @@ class FashionMNISTDataModule(L.LightningDataModule):
         dataset = datasets.FashionMNIST(self.data_dir, train=split != "test", transform=transforms.Compose(steps))
         if split != "test":
             dataset = Subset(dataset, self.split[split].tolist())
-        return DataLoader(
+        rank, world = self._rank_world()
+        loader = ResumableDataLoader if shuffle else DataLoader
+        return loader(
             dataset,
             batch_size=self.hparams.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
+            sampler=EpochSampler(dataset, self.hparams.seed, rank, world) if shuffle else None,
+            # its own generator for the workers' base seed: each new iterator (a resume makes one more) would
+            # otherwise draw from the global RNG that dropout and augmentation use, and shift them
+            generator=torch.Generator().manual_seed(self.hparams.seed),
             num_workers=self.hparams.num_workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=self.hparams.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None,
         )
 
     def _loader(self, split: str, shuffle: bool = False):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
@@ -16,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from optimlight.app.config import configuration_label
 from optimlight.plugin.errors import ConfigError, first_line
+from optimlight.plugin.nodes import to_dict
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -23,8 +25,9 @@ log = logging.getLogger(__name__)
 
 
 def is_logging_step(trainer) -> bool:
-    """Every `log_every_n_steps`-th optimizer step: when step metrics are worth a read of the device."""
-    return bool(trainer.loggers) and trainer.global_step % trainer.log_every_n_steps == 0
+    """Every `log_every_n_steps`-th optimizer step, counted as Lightning counts it for its own step metrics
+    (LearningRateMonitor's `lr-*`: steps n-1, 2n-1, ...), so all step metrics share W&B's step axis."""
+    return bool(trainer.loggers) and (trainer.global_step + 1) % trainer.log_every_n_steps == 0
 
 
 def log_step_metrics(trainer, metrics: dict) -> None:
@@ -55,12 +58,19 @@ def check_logger(cfg: Mapping | None) -> None:
         raise ConfigError("logger.wandb.log_model", log_model, "false, true (best and last checkpoint) or all")
 
 
+def sweep_group_name(sweep_dir: str | Path) -> str:
+    """The W&B group of a sweep's jobs and its comparison run: the sweep dir's name and a hash of its absolute path,
+    so two sweeps started in the same second (the default dirs are named by time) get two groups."""
+    path = Path(sweep_dir).resolve()
+    return f"{path.name}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
+
+
 def sweep_group() -> str | None:
-    """The sweep dir's name in a Hydra multirun, so that all jobs of one sweep share a W&B group; else None."""
+    """The sweep's group in a Hydra multirun (all its jobs share it); else None."""
     if not HydraConfig.initialized():
         return None
     hydra = HydraConfig.get()
-    return Path(hydra.sweep.dir).name if hydra.mode == RunMode.MULTIRUN else None
+    return sweep_group_name(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else None
 
 
 def _sync_hint(save_dir) -> str:
@@ -135,15 +145,22 @@ def _wandb_loggers(loggers: Iterable[Logger]) -> list[WandbLogger]:
     return [logger for logger in loggers if isinstance(logger, WandbLogger)]
 
 
+def log_config(loggers: Iterable[Logger], cfg, optimizer: Mapping) -> None:
+    """The full resolved config as every logger's hyperparameters, with the optimizer node the run trains with
+    (after `tune=lr_find tune.apply=true` its lr is the suggestion, not the config's)."""
+    config = to_dict(cfg)
+    config["optimizer"] = dict(optimizer)
+    for logger in loggers:
+        logger.log_hyperparams(config)
+
+
 @contextmanager
-def tracked(loggers: Iterable[Logger], config: Mapping) -> Iterator[None]:
-    """Log `config` (the full resolved config) as every logger's hyperparameters, then finish the W&B runs on
-    the way out, marked failed when the body raised: Lightning never finishes them, and a run left open would
-    swallow the next job of a multirun (the basic and joblib launchers run several jobs in one process)."""
+def tracked(loggers: Iterable[Logger]) -> Iterator[None]:
+    """Finish the W&B runs on the way out, marked failed when the body raised: Lightning never finishes them, and
+    a run left open would swallow the next job of a multirun (the basic and joblib launchers run several jobs in
+    one process)."""
     loggers, exit_code = list(loggers), 1
     try:
-        for logger in loggers:
-            logger.log_hyperparams(dict(config))
         yield
         exit_code = 0
     finally:

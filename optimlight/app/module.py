@@ -12,16 +12,23 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from optimlight.app.loggers import is_logging_step, log_step_metrics
 from optimlight.plugin import configure_optimizers
+from optimlight.plugin.schedulers import TRAIN_EPOCH, VALIDATION
 
-#: What the classifier logs while fitting, so what a scheduler or callback can monitor (test/* come after fit).
-LOGGED_METRICS = ("train/loss", "train/acc", "train/loss_step", "val/loss", "val/acc", "val/acc_best")
+#: What the classifier (and the epoch timer) log through `self.log` while fitting, and when: what a scheduler or
+#: callback can monitor. `train/loss_step` goes straight to the loggers; test/* come after fit.
+LOGGED_METRICS = {
+    **dict.fromkeys(("train/loss", "train/acc", "train/epoch_time"), TRAIN_EPOCH),
+    **dict.fromkeys(("val/loss", "val/acc", "val/acc_best"), VALIDATION),
+}
 
 
 class Classifier(L.LightningModule):
     """Cross-entropy classification of `net`'s logits.
 
     Epoch metrics (`train/loss`, `train/acc`, `val/*`, `test/*`) accumulate on the device in torchmetrics objects
-    and sync once per epoch; `train/loss_step` is the raw step loss, written every `log_every_n_steps`.
+    and sync once per epoch; `train/loss_step` is the raw step loss, written every `log_every_n_steps`. The
+    training metrics' running sums are saved in checkpoints, so an epoch resumed mid-way reports all its batches.
+    An optimizer that evaluates its closure several times per step (LBFGS's line search) counts each batch once.
     """
 
     def __init__(
@@ -47,6 +54,9 @@ class Classifier(L.LightningModule):
             # no argument checks and no NaN scan: both read the device every step (NonFiniteGuard watches NaNs)
             self.metrics[f"{split}_loss"] = MeanMetric(nan_strategy="disable")
             self.metrics[f"{split}_acc"] = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        for name in ("train_loss", "train_acc"):
+            self.metrics[name].persistent(True)
+        self._counted_batch: tuple[int, int] | None = None  # the training batch the metrics last counted
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # a resumed run keeps its best so far
 
@@ -55,12 +65,14 @@ class Classifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def _step(self, batch, split: str) -> torch.Tensor | None:
+    def _step(self, batch, split: str, count: bool = True) -> torch.Tensor | None:
         x, y = batch
         logits = self(x)
         loss = self.criterion(logits, y)
         if split == "train" and self.hparams.skip_nonfinite_loss and not torch.isfinite(loss):
             return None  # Lightning skips backward and the optimizer step (one host sync per step, opt-in)
+        if not count:
+            return loss
         loss_metric, acc_metric = self.metrics[f"{split}_loss"], self.metrics[f"{split}_acc"]
         loss_metric.update(loss.detach())
         acc_metric.update(logits.detach(), y)
@@ -70,8 +82,10 @@ class Classifier(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
-        loss = self._step(batch, "train")
-        if loss is not None and is_logging_step(self.trainer):
+        first = self._counted_batch != (self.current_epoch, batch_idx)  # False: a closure's re-evaluation
+        self._counted_batch = (self.current_epoch, batch_idx)
+        loss = self._step(batch, "train", count=first)
+        if first and loss is not None and is_logging_step(self.trainer):
             log_step_metrics(self.trainer, {"train/loss_step": loss.detach()})
         return loss
 

@@ -14,25 +14,44 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from optimlight.app.callbacks import EpochTimer
+from optimlight.app.callbacks import EpochTimer, LoaderPosition, NonFiniteLossError, RunLength
 from optimlight.app.config import config_choices
-from optimlight.app.loggers import build_loggers, log_summary, tracked
+from optimlight.app.csv_log import ResumeCSVHistory
+from optimlight.app.data import DataError
+from optimlight.app.loggers import build_loggers, log_config, log_summary, tracked
 from optimlight.app.module import Classifier
-from optimlight.app.record import read_results, write_results
+from optimlight.app.preflight import preflight
+from optimlight.app.record import read_results, record_failure, write_results
 from optimlight.app.targets import TimeToTarget
 from optimlight.app.tune import tune
-from optimlight.app.validate import validate
+from optimlight.plugin.errors import ConfigError, first_line
+from optimlight.plugin.nodes import import_object, to_dict
+from optimlight.plugin.registry import scheduler_info
+from optimlight.plugin.schedulers import scheduler_kwargs, warmup_setting
+
+
+def sized_schedule(scheduler: DictConfig | None) -> str | None:
+    """The scheduler's class name when its length or warmup is counted from the run's length, else None."""
+    node = to_dict(scheduler)
+    if not node.get("_target_"):
+        return None
+    cls = import_object(node["_target_"], "scheduler._target_")
+    sized = scheduler_info(cls).sized_from_run(scheduler_kwargs(node, cls)) or warmup_setting(node)[1]
+    return cls.__name__ if sized else None
 
 
 def build_callbacks(
-    cfg: DictConfig, interactive: bool, has_logger: bool, targets: Sequence[float] = ()
+    cfg: DictConfig, interactive: bool, has_logger: bool, targets: Sequence[float] = (), schedule: str | None = None
 ) -> tuple[list[L.Callback], EpochTimer, TimeToTarget]:
     """The `callbacks` group's entries; the progress bar only on a terminal, a plain epoch line otherwise;
     LearningRateMonitor only when there is a logger to write to (Lightning refuses it otherwise); the epoch timer
-    and the time-to-target record, which the run record reads."""
+    and the time-to-target record, which the run record reads; the CSV history's resume and the run-length guard
+    of a schedule sized from the run."""
     callbacks = [
         instantiate(node)
         for name, node in (cfg or {}).items()
@@ -42,7 +61,7 @@ def build_callbacks(
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     timer = EpochTimer(print_epochs=not interactive)
     reached = TimeToTarget(targets, timer)
-    return [*callbacks, timer, reached], timer, reached
+    return [*callbacks, timer, reached, ResumeCSVHistory(), RunLength(schedule), LoaderPosition()], timer, reached
 
 
 def build_module(cfg: DictConfig) -> Classifier:
@@ -64,10 +83,45 @@ def apply_speed_settings(cfg: DictConfig | None) -> None:
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
 
 
+def restore_spawned_callbacks(trainer: L.Trainer, callbacks: Sequence[L.Callback]) -> None:
+    """ddp_spawn fits in child processes, so this process's callbacks still hold their state from before the fit:
+    take it from the last checkpoint the children saved (epoch times, time to target)."""
+    if not isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        return
+    paths = [Path(cb.dirpath) / f"{cb.filename}.ckpt" for cb in trainer.checkpoint_callbacks if cb.monitor is None]
+    last = next((path for path in paths if path.exists()), None)
+    if last is None:
+        return
+    states = torch.load(last, map_location="cpu", weights_only=False).get("callbacks", {})
+    for callback in callbacks:
+        if callback.state_key in states:
+            callback.load_state_dict(states[callback.state_key])
+
+
+def error_text(exc: BaseException) -> str:
+    """What results.json's `error` says: optimlight's own one-line errors as they are, others as `Type: line`."""
+    return str(exc) if isinstance(exc, (ConfigError, DataError, NonFiniteLossError)) else first_line(exc)
+
+
 def run(cfg: DictConfig) -> float | None:
-    """Train and test one configuration; return `val/acc_best` (what a sweeper maximizes)."""
-    validate(cfg)
+    """Train and test one configuration; return `val/acc_best` (what a sweeper maximizes).
+
+    Every failure, a bad value found before training included, leaves results.json with status `failed` and the
+    `error`; a preempted run (SIGTERM) leaves status `preempted` and its checkpoint.
+    """
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        return train_and_test(cfg, out_dir)
+    except SIGTERMException:
+        raise
+    except Exception as exc:
+        if rank_zero_only.rank == 0:
+            record_failure(out_dir, error_text(exc), config_choices())
+        raise
+
+
+def train_and_test(cfg: DictConfig, out_dir: Path) -> float | None:
+    preflight(cfg)
     if cfg.get("skip_completed"):
         done = read_results(out_dir)
         if done.get("status") == "completed":
@@ -80,15 +134,20 @@ def run(cfg: DictConfig) -> float | None:
     interactive = sys.stdout.isatty()
     loggers = build_loggers(cfg.logger)
     targets = (cfg.get("report") or {}).get("targets") or ()
-    callbacks, timer, reached = build_callbacks(cfg.callbacks, interactive, has_logger=bool(loggers), targets=targets)
+    callbacks, timer, reached = build_callbacks(
+        cfg.callbacks, interactive, has_logger=bool(loggers), targets=targets, schedule=sized_schedule(cfg.scheduler)
+    )
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_progress_bar=interactive)
-    # the full config to every logger; the W&B run is finished on the way out, even when a step fails
-    with tracked(trainer.loggers, OmegaConf.to_container(cfg, resolve=True)):
-        if not tune(cfg.get("tune"), trainer, module, datamodule, out_dir):
+    # the W&B run is finished on the way out, even when a step fails
+    with tracked(trainer.loggers):
+        train = tune(cfg.get("tune"), trainer, module, datamodule, out_dir)
+        log_config(trainer.loggers, cfg, module.hparams.optimizer)  # after tuning: the lr the run trains with
+        if not train:
             return None  # tune=lr_find without apply: lr_find.json is the result
         status, metrics, epoch_times, time_to_target = "failed", {}, None, None
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+            restore_spawned_callbacks(trainer, [timer, reached])
             # testing the best checkpoint restores the callbacks' state to that epoch: keep what the fit ended with
             epoch_times, time_to_target = list(timer.epoch_times), reached.record()
             metrics.update(trainer.callback_metrics)  # testing replaces callback_metrics: keep val/acc_best

@@ -24,7 +24,7 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (
 )
 #: What `no_decay` may name besides glob patterns on parameter names.
 NO_DECAY_KINDS = {
-    "bias": "parameters named `bias`",
+    "bias": "parameters whose name has the word bias (`bias`, `in_proj_bias`, `bias_ih_l0`, ...)",
     "norm": "every parameter of a normalization layer",
     "embedding": "every parameter of an nn.Embedding / nn.EmbeddingBag",
     "1d": "every parameter with one dimension or fewer",
@@ -49,9 +49,15 @@ def split_no_decay(rules: Iterable[str]) -> tuple[set[str], list[str]]:
     return kinds, patterns
 
 
+def is_bias_name(param_name: str) -> bool:
+    """A module's own parameter name with `bias` as one of its underscore-separated words: nn.Linear's `bias`,
+    nn.MultiheadAttention's `in_proj_bias`, nn.LSTM's `bias_ih_l0` / `bias_hh_l0`, but not `unbiased_scale`."""
+    return "bias" in param_name.split("_")
+
+
 def _excluded_by_kind(module: nn.Module, param_name: str, param: torch.Tensor, kinds: set[str]) -> bool:
     return (
-        ("bias" in kinds and param_name == "bias")
+        ("bias" in kinds and is_bias_name(param_name))
         or ("norm" in kinds and isinstance(module, NORM_LAYERS))
         or ("embedding" in kinds and isinstance(module, (nn.Embedding, nn.EmbeddingBag)))
         or ("1d" in kinds and param.ndim <= 1)

@@ -200,11 +200,37 @@ def check_run_length(name: str, trainer: Mapping, counts_epochs: bool) -> None:
         raise ConfigError("trainer.max_epochs", max_epochs, f"a finite number of {unit} to size {name} from")
 
 
-def check_monitor(monitor: str | None, logged_metrics: tuple[str, ...] | None) -> None:
-    if logged_metrics is not None and monitor not in logged_metrics:
-        raise ConfigError("scheduler.monitor", monitor, f"a metric the module logs: {', '.join(logged_metrics)}")
+#: When a metric the module logs exists: after every training epoch, or only after the epochs that validate.
+TRAIN_EPOCH, VALIDATION = "train_epoch", "validation"
+
+
+def check_monitor(settings: Mapping, trainer: Mapping | None, logged_metrics: Mapping[str, str] | None) -> None:
+    """Refuse a monitor that will not exist when Lightning steps the scheduler (it would stop the run there).
+
+    `logged_metrics` maps each name the module logs through `self.log` to when it exists (TRAIN_EPOCH or
+    VALIDATION); metrics written straight to the loggers (`train/loss_step`) cannot be monitored at all.
+    """
+    monitor, interval, frequency = settings.get("monitor"), settings["interval"], settings.get("frequency", 1)
     if monitor is None:
         raise ConfigError("scheduler.monitor", monitor, "the metric ReduceLROnPlateau watches, e.g. val/loss")
+    if logged_metrics is None:
+        return
+    if monitor not in logged_metrics:
+        raise ConfigError("scheduler.monitor", monitor, f"a metric the module logs: {', '.join(logged_metrics)}")
+    if interval != "epoch":
+        allowed = f"epoch: {monitor} is logged once per epoch, so a scheduler stepping every {interval} has no value"
+        raise ConfigError("scheduler.interval", interval, allowed)
+    if logged_metrics[monitor] != VALIDATION or trainer is None:
+        return
+    if trainer.get("limit_val_batches") == 0:
+        raise ConfigError("scheduler.monitor", monitor, "a train/ metric: trainer.limit_val_batches=0 never validates")
+    every = trainer.get("check_val_every_n_epoch", 1)
+    if isinstance(every, int) and every > 1 and frequency % every:
+        allowed = (
+            f"a multiple of trainer.check_val_every_n_epoch={every}: {monitor} exists only on the epochs that "
+            "validate (or monitor a train/ metric)"
+        )
+        raise ConfigError("scheduler.frequency", frequency, allowed)
 
 
 def check_cycle_momentum(cfg: Mapping, optimizer_cfg: Mapping) -> None:
@@ -232,7 +258,7 @@ def check_scheduler(
     cfg: Mapping | None,
     optimizer_cfg: Mapping | None = None,
     trainer: Mapping | None = None,
-    logged_metrics: tuple[str, ...] | None = None,
+    logged_metrics: Mapping[str, str] | None = None,
 ) -> None:
     """Refuse a scheduler node that cannot work, before the run builds anything.
 
@@ -240,7 +266,7 @@ def check_scheduler(
         cfg: the scheduler node.
         optimizer_cfg: the optimizer node, for the checks that depend on the optimizer.
         trainer: the trainer node (max_epochs, max_steps), for the checks that size the schedule.
-        logged_metrics: what the module logs while fitting, for `monitor`.
+        logged_metrics: what the module logs through `self.log` while fitting, and when (see `check_monitor`).
 
     Raises:
         ConfigError: naming the first bad key, its value and what is allowed.
@@ -260,7 +286,7 @@ def check_scheduler(
     check_values(cfg)
     check_warmup(cfg, cls, settings["interval"], trainer)
     if info.monitors:
-        check_monitor(settings.get("monitor"), logged_metrics)
+        check_monitor(settings, trainer, logged_metrics)
         if kwargs.get("mode") is None:
             plateau_mode(settings["monitor"])  # raises when the metric's direction cannot be told
     if info.cycles_momentum:

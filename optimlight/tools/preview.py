@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 
@@ -24,62 +23,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from optimlight.app.config import CONFIG_DIR
-from optimlight.app.data import TRAIN_SIZE
+from optimlight.app.plan import RunPlan, plan_run
 from optimlight.app.run import build_module
 from optimlight.app.validate import validate
 from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.optimizers import build_optimizer
-from optimlight.plugin.schedulers import build_scheduler, max_epochs_of
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """What a scheduler reads of a Trainer, counted from the config as Lightning will count it once data is loaded."""
-
-    num_training_batches: int
-    accumulate_grad_batches: int
-    max_epochs: int
-    max_steps: int
-
-    @property
-    def estimated_stepping_batches(self) -> float:
-        """Lightning's `Trainer.estimated_stepping_batches`, the same formula."""
-        if self.max_epochs == -1:
-            return math.inf if self.max_steps == -1 else self.max_steps
-        total = math.ceil(self.num_training_batches / self.accumulate_grad_batches) * max(self.max_epochs, 1)
-        return total if self.max_steps == -1 else min(total, self.max_steps)
-
-
-def world_size(trainer: Mapping) -> int:
-    """Processes the trainer node starts: each gets 1/world_size of the training set (DistributedSampler)."""
-    devices = trainer.get("devices", "auto")
-    if isinstance(devices, str) and devices.isdigit():
-        devices = int(devices)
-    if isinstance(devices, Sequence) and not isinstance(devices, str):
-        devices = len(devices)
-    elif not isinstance(devices, int) or devices < 1:  # "auto" / -1: every GPU when training on GPUs, else one
-        on_gpu = trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-        devices = torch.cuda.device_count() if on_gpu else 1
-    return devices * (trainer.get("num_nodes") or 1)
-
-
-def limit_batches(batches: int, limit) -> int:
-    """Lightning's limit_train_batches: an int caps the count, a float keeps that fraction (rounded down)."""
-    if limit is None:
-        return batches
-    return min(batches, limit) if isinstance(limit, int) else int(batches * limit)
-
-
-def plan_run(cfg: DictConfig) -> RunPlan:
-    """The run's batches per epoch, accumulation and limits from the `data` and `trainer` nodes."""
-    per_device = math.ceil((TRAIN_SIZE - cfg.data.val_size) / world_size(cfg.trainer))
-    batches = limit_batches(math.ceil(per_device / cfg.data.batch_size), cfg.trainer.get("limit_train_batches"))
-    return RunPlan(
-        num_training_batches=batches,
-        accumulate_grad_batches=cfg.trainer.get("accumulate_grad_batches") or 1,
-        max_epochs=max_epochs_of(cfg.trainer),
-        max_steps=cfg.trainer.get("max_steps", -1),
-    )
+from optimlight.plugin.schedulers import build_scheduler
 
 
 def _momentum(group: Mapping) -> float | None:

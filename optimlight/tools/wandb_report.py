@@ -7,7 +7,7 @@ import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from optimlight.app.loggers import start_mode
+from optimlight.app.loggers import start_mode, sweep_group_name
 
 JOB_TYPE = "comparison"
 
@@ -26,7 +26,7 @@ def log_comparison_run(sweep_dir: Path, figures: Sequence[Path], wandb_cfg: Mapp
     run = wandb.init(
         project=wandb_cfg.get("project") or "optimlight",
         entity=wandb_cfg.get("entity"),
-        group=wandb_cfg.get("group") or sweep_dir.name,
+        group=wandb_cfg.get("group") or sweep_group_name(sweep_dir),
         job_type=JOB_TYPE,
         name=f"comparison-{sweep_dir.name}",
         dir=str(sweep_dir),
