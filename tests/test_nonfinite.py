@@ -1,5 +1,6 @@
 """A NaN loss stops the run naming the step and keeps the last good checkpoint; or, when asked, skips the step."""
 
+import json
 import sys
 
 import pytest
@@ -27,6 +28,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(monkeyp
     assert exit_info.value.code == EXIT_TRAINING_FAILED
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("error: non-finite training loss at optimizer step 40: run stopped")
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["status"] == "failed" and f"error: {record['error']}" == lines[-1]
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 30  # written at the end of epoch 0, before the NaN; nothing written after it
     assert all(torch.isfinite(t).all() for t in last["state_dict"].values() if t.is_floating_point())

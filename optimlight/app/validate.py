@@ -15,6 +15,8 @@ from optimlight.app.module import LOGGED_METRICS
 from optimlight.app.targets import check_targets
 from optimlight.app.tune import check_tune
 from optimlight.plugin import ConfigError, check_optimizer, check_scheduler
+from optimlight.plugin.nodes import import_object
+from optimlight.plugin.registry import optimizer_info
 
 PRECISIONS = ("64-true", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", 64, 32)
 
@@ -47,6 +49,19 @@ def check_speed(cfg: DictConfig | None) -> None:
         raise ConfigError("speed.float32_matmul_precision", matmul, f"one of {', '.join(MATMUL_PRECISIONS)} or null")
 
 
+def check_module(cfg: DictConfig) -> None:
+    """`module` settings that depend on the optimizer."""
+    if not (cfg.get("module") or {}).get("skip_nonfinite_loss"):
+        return
+    cls = import_object(cfg.optimizer._target_, "optimizer._target_")
+    if optimizer_info(cls).closure:
+        allowed = (
+            f"false with {cls.__name__}: it evaluates the loss several times within one step (its line search), "
+            "so one bad batch cannot be skipped; callbacks.nonfinite_guard stops the run at a NaN loss instead"
+        )
+        raise ConfigError("module.skip_nonfinite_loss", True, allowed)
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise the first `ConfigError` found in the composed config."""
     data = cfg.data
@@ -61,6 +76,7 @@ def validate(cfg: DictConfig) -> None:
     )
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
     check_scheduler(scheduler, optimizer, trainer=cfg.trainer, logged_metrics=LOGGED_METRICS)
+    check_module(cfg)
     check_averaging(cfg.callbacks or {})
     check_tune(cfg.get("tune"))
     check_logger(cfg.get("logger"))
