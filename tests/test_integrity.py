@@ -137,7 +137,9 @@ def test_step_metrics_share_the_lr_monitors_steps(train_run):
     """Was: lr-* at steps n-1, 2n-1, ... and train/loss_step, train/grad_norm at 0, n, ...: never one W&B row."""
     cfg, _ = train_run(["trainer.log_every_n_steps=3"])
     frame = pd.read_csv(Path(cfg.hydra.runtime.output_dir) / "csv" / "metrics.csv")
-    steps = {column: set(frame.dropna(subset=[column])["step"]) for column in ("lr-AdamW/decay", "train/loss_step", "train/grad_norm")}
+    steps = {
+        column: set(frame.dropna(subset=[column])["step"]) for column in ("lr-AdamW/decay", "train/loss_step", "train/grad_norm")
+    }
     assert steps["lr-AdamW/decay"] == steps["train/loss_step"] == steps["train/grad_norm"] == {2, 5}
 
 

@@ -19,6 +19,8 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
+from optimlight.app.schema import PositiveInt
+
 
 class HistoryWriter(ExperimentWriter):
     """Lightning's writer without the delete at start, with the file's header as the columns of every write."""
@@ -69,12 +71,20 @@ class RunCSVLogger(CSVLogger):
     """Lightning's CSVLogger writing through `HistoryWriter`, flushing every row by default.
 
     Args:
+        save_dir, name, version, prefix, flush_logs_every_n_steps: CSVLogger's, flushing every row by default.
         resume: the checkpoint the run resumes from (the config's `ckpt_path`); null starts metrics.csv afresh.
-        **kwargs: CSVLogger's arguments.
     """
 
-    def __init__(self, *args, resume: str | None = None, flush_logs_every_n_steps: int = 1, **kwargs):
-        super().__init__(*args, flush_logs_every_n_steps=flush_logs_every_n_steps, **kwargs)
+    def __init__(
+        self,
+        save_dir: str,
+        name: str = "csv",
+        version: str = "",
+        prefix: str = "",
+        flush_logs_every_n_steps: PositiveInt = 1,
+        resume: str | None = None,
+    ):
+        super().__init__(save_dir, name, version, prefix, flush_logs_every_n_steps)
         self.resume = resume
 
     @property

@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import WandbLogger
 from typing_extensions import override
 
 from optimlight.app.loggers import is_logging_step, log_step_metrics
+from optimlight.app.schema import NonNegativeInt
 
 
 class GradNorm(L.Callback):
@@ -46,7 +47,7 @@ class TestPredictions(L.Callback):
     second time, and does nothing when no W&B logger is attached.
     """
 
-    def __init__(self, class_names: Sequence[str] | None = None, max_images: int = 32):
+    def __init__(self, class_names: Sequence[str] | None = None, max_images: NonNegativeInt = 32):
         self.class_names = list(class_names) if class_names else None
         self.max_images = max_images
         self._logger: WandbLogger | None = None

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from typing_extensions import override
 
+from optimlight.app.schema import PositiveInt, Seed
 from optimlight.plugin.errors import ConfigError
 
 
@@ -236,11 +237,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self,
         data_dir: str | None = None,
         batch_size: int = 64,
-        eval_batch_size: int | None = None,
+        eval_batch_size: PositiveInt | None = None,
         num_workers: int = 0,
         val_size: int = 5_000,
-        split_seed: int = 42,
-        seed: int = 0,
+        split_seed: Seed = 42,
+        seed: Seed = 0,
         standardize: bool = True,
         augment: bool = False,
         loader: str = "tensor",

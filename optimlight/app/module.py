@@ -11,6 +11,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from optimlight.app.loggers import is_logging_step, log_step_metrics
+from optimlight.app.schema import Fraction
 from optimlight.plugin import configure_optimizers
 from optimlight.plugin.schedulers import TRAIN_EPOCH, VALIDATION
 
@@ -37,7 +38,7 @@ class Classifier(L.LightningModule):
         optimizer: Mapping,
         scheduler: Mapping | None = None,
         num_classes: int = 10,
-        label_smoothing: float = 0.0,
+        label_smoothing: Fraction = 0.0,
         channels_last: bool = False,
         compile: bool = False,
         skip_nonfinite_loss: bool = False,

@@ -12,12 +12,14 @@ Nothing built here is kept: the RNGs are restored, and the run builds its object
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -41,15 +43,22 @@ def task_overrides() -> list[str]:
 
 def defaults_for(overrides: list[str]) -> DictConfig:
     """The config with the same group options but no value overrides: what each overridden key reverts to."""
-    kept = [o for o in overrides if "." not in o.split("=", 1)[0].lstrip("+~")]
+    return compose_defaults(tuple(o for o in overrides if "." not in o.split("=", 1)[0].lstrip("+~")))
+
+
+@functools.lru_cache(maxsize=8)
+def compose_defaults(choices: tuple[str, ...]) -> DictConfig:
+    """Composed once per set of group choices (a sweep's jobs, a test's cases share them); read, never changed."""
     if GlobalHydra.instance().is_initialized():
-        return compose("config", overrides=kept)
+        return compose("config", overrides=list(choices))
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=kept)
+        return compose("config", overrides=list(choices))
 
 
 def blame(cfg: DictConfig, groups: tuple[str, ...], build: Build, exc: Exception) -> ConfigError:
     """The override (of `groups`) whose default value makes `build` succeed, as a ConfigError with exc's reason."""
+    if isinstance(exc, InstantiationException) and exc.__cause__ is not None:
+        exc = exc.__cause__  # Hydra's wrapper of the constructor's own error
     reason = " ".join(str(exc).split()) or type(exc).__name__
     overrides = [o for o in task_overrides() if o.lstrip("+~").split("=", 1)[0].split(".")[0] in groups and "=" in o]
     defaults = defaults_for(task_overrides()) if overrides else None
@@ -105,8 +114,8 @@ def build_trainer(cfg: DictConfig):
 
 def preflight(cfg: DictConfig) -> None:
     """Raise the first ConfigError (or DataError) the run would meet; fetch the data if it is missing."""
-    validate(cfg)
     check_types(cfg)
+    validate(cfg)
     datamodule = attempt(cfg, ("data",), lambda c: instantiate(c.data))
     datamodule.prepare_data()
     with torch.random.fork_rng(devices=[]):

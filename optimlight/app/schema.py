@@ -2,19 +2,23 @@
 
 No second copy of the defaults: a node with a `_target_` is typed by its class's (or function's) annotated
 constructor, torch's optimizers, Lightning's Trainer and callbacks and optimlight's own classes alike; the nodes
-without one are typed by the function that reads them (`OWNERS`). Ranges the types cannot say are the
-constructors' own checks, which the preflight runs (`optimlight.app.preflight`).
+without one are typed by the function that reads them (`OWNERS`). A range is `Annotated` metadata from
+annotated-types (`Annotated[int, Ge(1)]`) in optimlight's own signatures, and `RANGES` for the few arguments of
+other libraries' classes whose constructors take any number; every other range is the constructor's own check,
+which the preflight runs (`optimlight.app.preflight`). No number in a config may be NaN or infinite.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 from omegaconf import DictConfig
 
 from optimlight.plugin.errors import ConfigError
@@ -37,18 +41,37 @@ EXTRA_KEYS: dict[str, dict[str, Any]] = {
 }
 
 
+#: What seed_everything and numpy accept as a seed (Lightning replaces others by a random seed, with a warning).
+Seed = Annotated[int, at.Interval(ge=0, le=2**32 - 1)]
+PositiveInt = Annotated[int, at.Ge(1)]
+NonNegativeInt = Annotated[int, at.Ge(0)]
+Fraction = Annotated[float, at.Interval(ge=0, le=1)]
+#: Arguments of other libraries' classes that their constructors take unchecked, by class path.
+RANGES: dict[str, dict[str, Any]] = {
+    "lightning.pytorch.Trainer": {
+        "check_val_every_n_epoch": PositiveInt | None,
+        "log_every_n_steps": PositiveInt | None,
+        "accumulate_grad_batches": PositiveInt,
+        "num_sanity_val_steps": Annotated[int, at.Ge(-1)] | None,
+        "max_steps": Annotated[int, at.Ge(-1)],
+        "val_check_interval": Fraction | PositiveInt | str | dict | None,
+    },
+    "lightning.pytorch.callbacks.RichProgressBar": {"refresh_rate": NonNegativeInt},
+}
+
+
 @dataclass
 class RunSettings:
     """The top-level keys of the config (see conf/config.yaml)."""
 
-    seed: int
+    seed: Seed
     ckpt_path: str | None = None
     skip_completed: bool = False
 
 
 @dataclass
 class SpeedSettings:
-    num_threads: int | None = None
+    num_threads: PositiveInt | None = None
     float32_matmul_precision: Literal["highest", "high", "medium"] | None = None
 
 
@@ -76,10 +99,33 @@ def type_hints(owner: Callable) -> dict[str, Any]:
     """The owner's annotated parameters; a parameter whose annotation cannot be resolved is left untyped."""
     function = owner.__init__ if inspect.isclass(owner) else owner
     try:
-        return typing.get_type_hints(function)
+        return typing.get_type_hints(function, include_extras=True)
     except Exception:  # a forward reference the module does not import at runtime
         parameters = inspect.signature(function).parameters.values()
         return {p.name: p.annotation for p in parameters if p.annotation is not p.empty and not isinstance(p.annotation, str)}
+
+
+#: annotated-types' bounds: the comparison and its sign (each class keeps its bound in its lower-cased name).
+BOUNDS = {
+    at.Ge: (lambda v, b: v >= b, ">="),
+    at.Gt: (lambda v, b: v > b, ">"),
+    at.Le: (lambda v, b: v <= b, "<="),
+    at.Lt: (lambda v, b: v < b, "<"),
+}
+
+
+def bounds_of(metadata: Any) -> list[tuple[Any, Any]]:
+    """(bound class, bound value) of Ge/Gt/Le/Lt metadata, an Interval giving each of its bounds."""
+    parts = list(metadata) if isinstance(metadata, at.Interval) else [metadata]
+    return [(type(p), getattr(p, type(p).__name__.lower())) for p in parts if type(p) in BOUNDS]
+
+
+def within(value: Any, metadata: Any) -> bool:
+    return all(BOUNDS[kind][0](value, bound) for kind, bound in bounds_of(metadata))
+
+
+def bound_text(metadata: Any) -> str:
+    return " and ".join(f"{BOUNDS[kind][1]} {bound}" for kind, bound in bounds_of(metadata))
 
 
 def matches(value: Any, hint: Any) -> bool:
@@ -87,6 +133,8 @@ def matches(value: Any, hint: Any) -> bool:
     if hint is Any or hint is inspect.Parameter.empty:
         return True
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return matches(value, args[0]) and all(within(value, bound) for bound in args[1:])
     if origin in (typing.Union, types.UnionType):
         return any(matches(value, arg) for arg in args)
     if origin is Literal:
@@ -98,7 +146,7 @@ def matches(value: Any, hint: Any) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint is str:
         return isinstance(value, str)
     if origin is tuple or hint is tuple:
@@ -125,6 +173,8 @@ def holds_config_value(hint: Any) -> bool:
 def describe(hint: Any) -> str:
     """The annotation as a user reads it: `an integer`, `one of epoch, step`, `a list of integers`, ..."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return f"{describe(args[0])} {' and '.join(bound_text(b) for b in args[1:])}"
     if origin in (typing.Union, types.UnionType):
         named = [describe(a) for a in args if a is not type(None) and holds_config_value(a)]
         text = " or ".join(dict.fromkeys(named)) or "a value"
@@ -135,9 +185,8 @@ def describe(hint: Any) -> str:
         if origin is tuple and args and args[-1] is not Ellipsis:
             return f"a list of {len(args)} ({', '.join(describe(a) for a in args)})"
         return f"a list of {describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-        hint, f"a {getattr(hint, '__name__', hint)}"
-    )
+    names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+    return names.get(hint, f"a {getattr(hint, '__name__', hint)}")
 
 
 def node_owner(path: str, node: Mapping) -> Callable | None:
@@ -153,13 +202,20 @@ def check_node(path: str, node: Mapping) -> None:
     owner = node_owner(path, node)
     if owner is None:
         return
-    hints = {**type_hints(owner), **EXTRA_KEYS.get(path, {})}
+    hints = {**type_hints(owner), **EXTRA_KEYS.get(path, {}), **RANGES.get(node.get("_target_") or "", {})}
     fills = set(scheduler_info(owner).run_sized) if path == "scheduler" and inspect.isclass(owner) else set()
     for key, value in node.items():
         if key.startswith("_") or isinstance(value, dict) and (value.get("_target_") or f"{path}.{key}".strip(".") in OWNERS):
             continue
         if key in hints and not (value is None and key in fills) and not matches(value, hints[key]):
             raise ConfigError(f"{path}.{key}".strip("."), value, describe(hints[key]))
+
+
+def check_entries(path: str, node: Mapping | None, kind: str) -> None:
+    """A `callbacks` or `logger` entry is null or a node with a `_target_` (one without would be skipped silently)."""
+    for key, value in (node or {}).items():
+        if value is not None and not (isinstance(value, dict) and value.get("_target_")):
+            raise ConfigError(f"{path}.{key}", value, f"null, or a node with a _target_ (the class of a {kind})")
 
 
 def check_types(cfg: DictConfig) -> None:
@@ -174,3 +230,5 @@ def check_types(cfg: DictConfig) -> None:
                 walk(f"{path}.{key}".strip("."), value)
 
     walk("", plain)
+    check_entries("callbacks", plain.get("callbacks"), "Lightning callback")
+    check_entries("logger", plain.get("logger"), "Lightning logger")

@@ -5,6 +5,8 @@ Each group's checks live beside the code that reads the group; this module only 
 
 from __future__ import annotations
 
+import os
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -62,6 +64,14 @@ def check_module(cfg: DictConfig) -> None:
         raise ConfigError("module.skip_nonfinite_loss", True, allowed)
 
 
+def check_ckpt_path(ckpt_path: str | None) -> None:
+    """A resume point Lightning would look for only once the run has started."""
+    if ckpt_path is not None and ckpt_path != "last" and not os.path.isfile(ckpt_path):
+        raise ConfigError(
+            "ckpt_path", ckpt_path, "null, last (the run dir's checkpoints/last.ckpt) or an existing checkpoint file"
+        )
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise the first `ConfigError` found in the composed config."""
     data = cfg.data
@@ -77,6 +87,7 @@ def validate(cfg: DictConfig) -> None:
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
     check_scheduler(scheduler, optimizer, trainer=cfg.trainer, logged_metrics=LOGGED_METRICS)
     check_module(cfg)
+    check_ckpt_path(cfg.get("ckpt_path"))
     check_averaging(cfg.callbacks or {})
     check_tune(cfg.get("tune"))
     check_logger(cfg.get("logger"))

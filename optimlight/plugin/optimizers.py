@@ -4,6 +4,7 @@ that refuse a node the optimizer would reject (or silently misuse) before a run 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from optimlight.plugin.errors import ConfigError
-from optimlight.plugin.nodes import constructor_args, constructor_defaults, import_object, is_number, to_dict
+from optimlight.plugin.nodes import constructor_args, constructor_defaults, import_object, is_integer, is_number, to_dict
 from optimlight.plugin.param_groups import DEFAULT_NO_DECAY, param_groups, split_no_decay, trainable
 from optimlight.plugin.registry import optimizer_info
 
@@ -69,7 +70,11 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lr": (lambda v: is_number(v) and v > 0, "a number > 0"),
     "eps": (lambda v: is_number(v) and v > 0, "a number > 0"),
     "weight_decay": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
-    "momentum": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "momentum": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),  # torch checks only >= 0
+    "dampening": (lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "max_iter": (lambda v: is_integer(v) and v >= 1, "a positive integer"),  # L-BFGS: unchecked by torch
+    "max_eval": (lambda v: v is None or (is_integer(v) and v >= 1), "null or a positive integer"),
+    "history_size": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
     "betas": (
         lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(is_number(b) and 0 <= b < 1 for b in v),
         "two numbers in [0, 1), e.g. [0.9, 0.999]",
@@ -110,6 +115,9 @@ def check_optimizer(cfg: Mapping, precision: str = "32-true", gradient_clip_val:
     cls = optimizer_class(cfg)
     optimizer_kwargs(cfg)  # unknown arguments
     split_no_decay(cfg.get("no_decay", ()))
+    for key, value in cfg.items():
+        if is_number(value) and not math.isfinite(value):  # torch's range checks let NaN through (NaN < 0 is false)
+            raise ConfigError(f"optimizer.{key}", value, "a finite number")
     for key, (ok, allowed) in VALUE_RULES.items():
         if key in cfg and not ok(cfg[key]):
             raise ConfigError(f"optimizer.{key}", cfg[key], allowed)

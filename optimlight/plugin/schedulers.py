@@ -163,6 +163,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping | None, train
 
 def check_values(cfg: Mapping) -> None:
     for key, value in cfg.items():
+        if is_number(value) and not math.isfinite(value):
+            raise ConfigError(f"scheduler.{key}", value, "a finite number")
         rule = VALUE_RULES.get(key)
         if rule is not None and value is not None and not rule[0](value):
             raise ConfigError(f"scheduler.{key}", value, rule[1])
