@@ -87,3 +87,17 @@ def test_missing_data_without_internet_says_where_files_go(monkeypatch, capsys, 
     assert len(lines) == 1 and lines[0].startswith("error: Fashion-MNIST not found")
     assert f"{empty}/FashionMNIST/raw/" in lines[0] and "data.data_dir=" in lines[0]
     assert not (run_dir / "checkpoints").exists()
+
+
+def test_a_failed_download_leaves_no_folders_and_says_where_and_why(monkeypatch, capsys, tmp_path):
+    """Was: empty FashionMNIST/raw/ folders left behind, the path as typed, the cause cut at its first colon."""
+    monkeypatch.chdir(tmp_path)
+    code, err, run_dir = run_cli(monkeypatch, capsys, tmp_path, "data.data_dir=rel/data", "logger=csv")
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert f"{tmp_path}/rel/data/FashionMNIST/raw/" in line  # absolute
+    cause = line.split("the download failed: ", 1)[1]
+    assert not cause.rstrip().endswith(":") and len(cause.split(":", 2)) == 3  # type: message: its cause
+    assert not (tmp_path / "rel").exists()
+    record = json.loads((run_dir / "results.json").read_text())
+    assert f"error: {record['error']}" == line and not (run_dir / "wandb").exists()

@@ -65,7 +65,7 @@ def read_idx(path: Path) -> torch.Tensor:
 
 def ensure_raw_files(data_dir: str | Path, download: bool = True) -> Path:
     """Return the raw folder, downloading with torchvision when files are missing; one clear error otherwise."""
-    folder = raw_dir(data_dir)
+    folder = raw_dir(data_dir).resolve()
     missing = [name for pair in RAW_FILES.values() for name in pair if not (folder / name).exists()]
     if not missing:
         return folder
@@ -78,11 +78,16 @@ def ensure_raw_files(data_dir: str | Path, download: bool = True) -> Path:
         raise DataError(hint)
     from torchvision.datasets import FashionMNIST
 
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # what a failed download must not leave
     try:
         FashionMNIST(str(data_dir), train=True, download=True)
         FashionMNIST(str(data_dir), train=False, download=True)
     except Exception as exc:  # no internet, proxy, disk full: the user needs the hint, not the stack
-        raise DataError(f"{hint}; the download failed: {exc.__class__.__name__}: {exc}".splitlines()[0]) from exc
+        for path in created:  # innermost first; only folders the download made and left empty
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        cause = " ".join(str(exc).split())  # torchvision's message spans lines: its cause is on the last ones
+        raise DataError(f"{hint}; the download failed: {exc.__class__.__name__}: {cause}") from exc
     return folder
 
 
