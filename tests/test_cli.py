@@ -38,7 +38,10 @@ BAD_INPUTS = [
         ["scheduler=onecycle", "trainer.max_epochs=-1"],
         "trainer.max_epochs=-1 is not allowed: expected a finite number of steps to size OneCycleLR from",
     ),
-    (["optimizer=lbfgs", "scheduler=cosine"], "scheduler.eta_min=0.0 is not allowed: expected a number > 0 with LBFGS"),
+    (
+        ["optimizer=lbfgs", "scheduler=cosine", "scheduler.T_max=5"],
+        "scheduler.eta_min=0.0 is not allowed: expected a number > 0 with LBFGS",
+    ),
     (["trainer.precision=8"], "trainer.precision=8 is not allowed"),
     (["trainer=gpu"], "trainer.accelerator='gpu' is not allowed: expected cpu or auto (this machine has no GPU)"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed"),

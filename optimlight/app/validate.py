@@ -6,6 +6,7 @@ Each group's checks live beside the code that reads the group; this module only 
 from __future__ import annotations
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from optimlight.app.data import check_data_args
@@ -15,6 +16,7 @@ from optimlight.app.module import LOGGED_METRICS
 from optimlight.app.targets import check_targets
 from optimlight.app.tune import check_tune
 from optimlight.plugin import ConfigError, check_optimizer, check_scheduler
+from optimlight.plugin.optimizers import check_model
 
 PRECISIONS = ("64-true", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", 64, 32)
 
@@ -59,6 +61,7 @@ def validate(cfg: DictConfig) -> None:
         precision=str(cfg.trainer.get("precision", "32-true")),
         gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
     )
+    check_model(optimizer, instantiate(cfg.model))  # a network the optimizer cannot train (SparseAdam's)
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
     check_scheduler(scheduler, optimizer, trainer=cfg.trainer, logged_metrics=LOGGED_METRICS)
     check_averaging(cfg.callbacks or {})
