@@ -12,7 +12,8 @@ BAD_INPUTS = [
     (["model=nope"], "model='nope' is not allowed: expected one of cnn, deepobs_2c2d, deepobs_mlp, logreg, mlp"),
     (
         ["optimizer=adamm"],
-        "optimizer='adamm' is not allowed: expected one of adadelta, adagrad, adam, adamw, asgd, lbfgs, nadam, rmsprop, sgd",
+        "optimizer='adamm' is not allowed: expected one of adadelta, adafactor, adagrad, adam, adamax, adamw, asgd, "
+        "lbfgs, lion, muon, nadam, radam, rmsprop, rprop, schedulefree_adamw, sgd, sparse_adam",
     ),
     (["data.batchsize=32"], "data.batchsize is not a config key: check the spelling, or add a new key with +data.batchsize=..."),
     (["data.batch_size=[1"], "'data.batch_size=[1' is not a valid override"),

@@ -26,6 +26,8 @@ from optimlight.plugin import registry
 from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.muon import muon_names
 from optimlight.plugin.optimizers import PLUGIN_KEYS, build_optimizer
+from tests.conftest import keep_every_epoch
+from tests.test_optim import fit_on_real_data
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 #: option -> class path; the optional packages' options are skipped when the package is missing.
@@ -86,30 +88,7 @@ TRAINING = [name for name in BEYOND if name != "sparse_adam"]
 @pytest.mark.parametrize("name", TRAINING)
 def test_each_new_optimizer_lowers_the_mlp_loss_on_real_data(compose_real_cfg, name):
     class_of(name)
-    cfg = compose_real_cfg(
-        [
-            f"optimizer={name}",
-            "trainer.max_epochs=1",
-            "trainer.limit_train_batches=25",
-            "trainer.limit_val_batches=2",
-            "trainer.num_sanity_val_steps=0",
-        ]
-    )
-    validate(cfg)
-    torch.manual_seed(cfg.seed)
-    datamodule, module = instantiate(cfg.data), build_module(cfg)
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=[ScheduleFreeModes()],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        inference_mode=False,
-    )
-    before = trainer.validate(module, datamodule=datamodule, verbose=False)[0]["val/loss"]
-    trainer.fit(module, datamodule=datamodule)
-    after = trainer.validate(module, datamodule=datamodule, verbose=False)[0]["val/loss"]
+    trainer, before, after = fit_on_real_data(compose_real_cfg, [f"optimizer={name}"], callbacks=[ScheduleFreeModes()])
     assert type(trainer.optimizers[0]).__name__ == BEYOND[name].rsplit(".", 1)[-1]
     assert math.isfinite(after) and after < before, (before, after)
 
@@ -233,14 +212,7 @@ def test_muon_state_dict_round_trip_continues_identically():
 def test_muon_run_logs_both_lrs_audits_the_routing_and_resumes_exactly(train_run, tmp_path):
     """A cosine run: LearningRateMonitor logs each group's own lr; the audit names what went where; a run resumed
     from its epoch-0 checkpoint ends with the uninterrupted run's weights."""
-    every_epoch = [
-        "+callbacks.every_epoch._target_=lightning.pytorch.callbacks.ModelCheckpoint",
-        f"+callbacks.every_epoch.dirpath={tmp_path / 'kept'}",
-        "+callbacks.every_epoch.save_top_k=-1",
-        "+callbacks.every_epoch.filename='e{epoch}'",
-        "+callbacks.every_epoch.auto_insert_metric_name=false",
-        "+callbacks.every_epoch.mode=max",  # no monitor: only makes its state key differ from last_checkpoint's
-    ]
+    every_epoch = keep_every_epoch(tmp_path / "kept")
     common = ["optimizer=muon", "scheduler=cosine", "trainer.max_epochs=2", "trainer.log_every_n_steps=1"]
     cfg, results = train_run([*common, *every_epoch], tmp_path / "full")
     assert results["status"] == "completed"

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from optimlight.plugin.nodes import import_object
 from optimlight.plugin.schedulers import LIGHTNING_KEYS, WARMUP_KEYS
 from optimlight.tools.preview import schedule_curves
+from tests.conftest import keep_every_epoch
 from tests.metrics_csv import logged
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -148,15 +149,7 @@ RESUMED = {
 @pytest.mark.parametrize("name", NEW)
 def test_a_resumed_run_logs_the_uninterrupted_runs_lrs(train_run, tmp_path, name):
     common = [f"scheduler={name}", "trainer.max_epochs=3", "trainer.limit_train_batches=3", *RESUMED[name], *EVERY_STEP]
-    keep = [
-        "+callbacks.every_epoch._target_=lightning.pytorch.callbacks.ModelCheckpoint",
-        f"+callbacks.every_epoch.dirpath={tmp_path / 'kept'}",
-        "+callbacks.every_epoch.save_top_k=-1",
-        "+callbacks.every_epoch.filename='e{epoch}'",
-        "+callbacks.every_epoch.auto_insert_metric_name=false",
-        "+callbacks.every_epoch.mode=max",  # no monitor: only makes its state key differ from last_checkpoint's
-    ]
-    full_cfg, _ = train_run([*common, *keep], tmp_path / "full")
+    full_cfg, _ = train_run([*common, *keep_every_epoch(tmp_path / "kept")], tmp_path / "full")
     resumed_cfg, resumed = train_run([*common, f"ckpt_path={tmp_path / 'kept' / 'e0.ckpt'}"], tmp_path / "resumed")
     assert resumed["status"] == "completed"
     full = logged(Path(full_cfg.hydra.runtime.output_dir), "lr-AdamW/decay")
