@@ -51,6 +51,18 @@ TINY = [
 ]
 
 
+def keep_every_epoch(dirpath: Path) -> list[str]:
+    """Overrides that keep a checkpoint of every epoch as `<dirpath>/e<epoch>.ckpt`, to resume from mid-run."""
+    return [
+        "+callbacks.every_epoch._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"+callbacks.every_epoch.dirpath={dirpath}",
+        "+callbacks.every_epoch.save_top_k=-1",
+        "+callbacks.every_epoch.filename='e{epoch}'",
+        "+callbacks.every_epoch.auto_insert_metric_name=false",
+        "+callbacks.every_epoch.mode=max",  # no monitor: only makes its state key differ from last_checkpoint's
+    ]
+
+
 def load_bench(name: str):
     """`bench/<name>.py` as a module: the bench scripts are no package, the tests call their functions."""
     spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")

@@ -13,7 +13,8 @@ BAD_INPUTS = [
     (["model=nope"], "model='nope' is not allowed: expected one of cnn, deepobs_2c2d, deepobs_mlp, logreg, mlp"),
     (
         ["optimizer=adamm"],
-        "optimizer='adamm' is not allowed: expected one of adadelta, adagrad, adam, adamw, asgd, lbfgs, nadam, rmsprop, sgd",
+        "optimizer='adamm' is not allowed: expected one of adadelta, adafactor, adagrad, adam, adamax, adamw, asgd, "
+        "lbfgs, lion, muon, nadam, radam, rmsprop, rprop, schedulefree_adamw, sgd, sparse_adam",
     ),
     (["data.batchsize=32"], "data.batchsize is not a config key: check the spelling, or add a new key with +data.batchsize=..."),
     (["data.batch_size=[1"], "'data.batch_size=[1' is not a valid override"),
@@ -39,7 +40,10 @@ BAD_INPUTS = [
         ["scheduler=onecycle", "trainer.max_epochs=-1"],
         "trainer.max_epochs=-1 is not allowed: expected a finite number of steps to size OneCycleLR from",
     ),
-    (["optimizer=lbfgs", "scheduler=cosine"], "scheduler.eta_min=0.0 is not allowed: expected a number > 0 with LBFGS"),
+    (
+        ["optimizer=lbfgs", "scheduler=cosine", "scheduler.T_max=5"],
+        "scheduler.eta_min=0.0 is not allowed: expected a number > 0 with LBFGS",
+    ),
     (["trainer.precision=8"], "trainer.precision=8 is not allowed"),
     (["trainer=gpu"], "trainer.accelerator='gpu' is not allowed: expected cpu or auto (this machine has no GPU)"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed"),

@@ -28,6 +28,7 @@ from optimlight.plugin.nodes import (
     to_dict,
 )
 from optimlight.plugin.registry import cycles_momentum, optimizer_info, plateau_mode, scheduler_info
+from optimlight.plugin.wsd import DECAYS
 
 #: Keys of a scheduler node that go to Lightning's scheduler config rather than to the constructor.
 LIGHTNING_KEYS = ("interval", "frequency", "monitor", "strict", "name")
@@ -58,6 +59,17 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "threshold_mode": (lambda v: v in ("rel", "abs"), "rel or abs"),
     "cooldown": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
     "min_lr": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "T_0": (lambda v: is_integer(v) and v > 0, "a positive integer"),
+    "T_mult": (lambda v: is_integer(v) and v >= 1, "an integer >= 1"),
+    "milestones": (
+        lambda v: isinstance(v, (list, tuple)) and all(is_integer(m) and m > 0 for m in v) and list(v) == sorted(set(v)),
+        "increasing positive integers (or null: 50% and 75% of the run)",
+    ),
+    "start_factor": (lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "end_factor": (lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "total_iters": (lambda v: is_integer(v) and v > 0, "a positive integer (or null: the run's length)"),
+    "decay_fraction": (lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "decay": (lambda v: v in DECAYS, f"one of {', '.join(DECAYS)}"),
     "warmup_steps": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
     "warmup_epochs": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),
     "warmup_start_factor": (lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
@@ -252,8 +264,20 @@ def check_lr_floor(kwargs: Mapping, cls: type, optimizer_cfg: Mapping) -> None:
         return
     optimizer_cls = import_object(target, "optimizer._target_")
     if optimizer_info(optimizer_cls).lr_must_stay_positive:
+        floor = scheduler_info(cls).floor
         allowed = f"a number > 0 with {optimizer_cls.__name__} (e.g. 1e-5): its step divides by the step size"
-        raise ConfigError("scheduler.eta_min", kwargs.get("eta_min"), allowed)
+        raise ConfigError(f"scheduler.{floor}", kwargs.get(floor), allowed)
+
+
+def check_takes_scheduler(cfg: Mapping, optimizer_cfg: Mapping) -> None:
+    """Refuse a scheduler for an optimizer that replaces the schedule (schedule-free)."""
+    target = optimizer_cfg.get("_target_")
+    if not target:
+        return
+    optimizer_cls = import_object(target, "optimizer._target_")
+    reason = optimizer_info(optimizer_cls).no_scheduler
+    if reason:
+        raise ConfigError("scheduler._target_", cfg["_target_"], f"null (scheduler=none) with {optimizer_cls.__name__}: {reason}")
 
 
 def check_scheduler(
@@ -282,6 +306,7 @@ def check_scheduler(
             raise ConfigError(f"scheduler.{key}", value, "nothing: scheduler=none takes no settings (pick a scheduler)")
         return
     cls = import_object(cfg["_target_"], "scheduler._target_")
+    check_takes_scheduler(cfg, optimizer_cfg)
     info = scheduler_info(cls)
     settings = lightning_settings(cfg, cls)
     kwargs = scheduler_kwargs(cfg, cls)
