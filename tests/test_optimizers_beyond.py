@@ -19,6 +19,7 @@ from torch import nn
 
 from optimlight.app.audit import group_rows
 from optimlight.app.models import CNN, MLP
+from optimlight.app.preflight import preflight
 from optimlight.app.run import build_module
 from optimlight.app.schedule_free import ScheduleFreeModes
 from optimlight.app.validate import validate
@@ -117,8 +118,8 @@ def test_sparse_adam_trains_sparse_embeddings_and_refuses_a_dense_model(compose_
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     with pytest.raises(ConfigError) as info:
-        validate(compose_cfg(["optimizer=sparse_adam"]))
-    assert info.value.key == "optimizer._target_" and "MLP has none" in str(info.value)
+        preflight(compose_cfg(["optimizer=sparse_adam"]))
+    assert info.value.key == "optimizer._target_" and "SparseAdam updates sparse gradients only" in str(info.value)
 
 
 @pytest.mark.parametrize(
