@@ -249,7 +249,7 @@ def test_audit_prints_and_logs_the_groups(train_run, capsys, caplog):
     hparams = yaml.safe_load((Path(cfg.hydra.runtime.output_dir) / "csv" / "hparams.yaml").read_text())
     assert hparams["param_groups"] == expected
     names = [f"net.{n}" for n, _ in MLP().named_parameters()]
-    debug = [r.getMessage() for r in caplog.records if r.name == "optimlight.app.audit"]
+    debug = [r.getMessage() for r in caplog.records if r.name == "optimlight.app.audit" and r.levelno == logging.DEBUG]
     assert debug == [
         f"AdamW/decay (weight_decay=0.05): {', '.join(n for n in names if n.endswith('weight'))}",
         f"AdamW/no_decay (weight_decay=0.0): {', '.join(n for n in names if n.endswith('bias'))}",

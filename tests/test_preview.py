@@ -156,7 +156,7 @@ def test_cli_writes_the_png_and_prints_the_table(compose_cfg, tmp_path):
     proc = preview_cli(*overrides, f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     per_epoch = math.ceil((TRAIN_SIZE - cfg.data.val_size) / cfg.data.batch_size)
-    assert f"OneCycleLR: {per_epoch * 10} optimizer steps, {per_epoch} per epoch" in proc.stdout
+    assert f"OneCycleLR on SGD (lr {cfg.optimizer.lr:g}): {per_epoch * 10} optimizer steps, {per_epoch} per epoch" in proc.stdout
     assert f"{cfg.optimizer.lr / (cfg.scheduler.div_factor * cfg.scheduler.final_div_factor):.4g}" in proc.stdout
     image = imread(tmp_path / "lr_schedule.png")
     assert image.ndim == 3 and image.shape[0] > 300 and image.std() > 0

@@ -1,8 +1,8 @@
 """A table of the optimizers' parameter groups at fit start: which weight decay reaches how many tensors.
 
 A wrong `no_decay` rule fails silently (training still runs), so every run shows and records its grouping:
-printed once, logged to the loggers' hyperparameters, and the tensor names of each group at logging.DEBUG
-(`python train.py hydra.verbose=optimlight.audit`).
+written once to the run's log (stdout and train.log), logged to the loggers' hyperparameters, and the tensor
+names of each group at logging.DEBUG (`python train.py hydra.verbose=optimlight.app.audit`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def format_table(rows: dict[str, dict]) -> str:
 
 
 class ParamGroupAudit(L.Callback):
-    """At fit start (the optimizers exist by then): print the group table and log it as `param_groups`."""
+    """At fit start (the optimizers exist by then): the group table to the run's log and log it as `param_groups`."""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         rows = group_rows(trainer.optimizers, pl_module.named_parameters())
@@ -52,4 +52,4 @@ class ParamGroupAudit(L.Callback):
         for logger in trainer.loggers:
             logger.log_hyperparams(hparams)
         if trainer.is_global_zero:
-            print(format_table(rows), flush=True)
+            log.info("%s", format_table(rows))

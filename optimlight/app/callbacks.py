@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from pathlib import Path
@@ -12,7 +13,10 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
+from optimlight.app.runlog import metrics_line
 from optimlight.plugin.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class EpochTimer(L.Callback):
@@ -22,12 +26,11 @@ class EpochTimer(L.Callback):
     `val_check_interval` < 1) and starts again at the next training batch, also after a resume mid-epoch. A
     checkpoint saved mid-epoch (SIGTERM) carries the epoch's seconds so far, so the resumed epoch's time is whole.
 
-    With `print_epochs`, prints one line of metrics per epoch (used when stdout is no terminal and the progress
-    bar is off, so logs stay readable in CI and batch jobs).
+    Writes one line of metrics per epoch to the run's log (stdout and train.log), so logs stay readable in CI,
+    batch jobs and sweeps.
     """
 
-    def __init__(self, print_epochs: bool = False):
-        self.print_epochs = print_epochs
+    def __init__(self) -> None:
         self.epoch_times: list[float] = []
         self._elapsed = 0.0  # seconds of the current epoch's training so far, pauses excluded
         self._start: float | None = None
@@ -62,10 +65,9 @@ class EpochTimer(L.Callback):
     def print_epoch_line(self, trainer) -> None:
         """The finished epoch's metrics, printed when the next epoch (or the training) starts or ends: the module
         logs train/loss and train/acc in its own on_train_epoch_end, which Lightning calls after this callback's."""
-        if self.print_epochs and trainer.is_global_zero and self._unprinted_epoch is not None:
-            shown = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
-            line = "  ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items()))
-            print(f"epoch {self._unprinted_epoch}: {line}", flush=True)
+        if trainer.is_global_zero and self._unprinted_epoch is not None:
+            shown = {k: v for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
+            log.info("epoch %d: %s", self._unprinted_epoch, metrics_line(shown))
         self._unprinted_epoch = None
 
     @override
@@ -147,7 +149,8 @@ class Preemption(L.Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.path)  # Lightning's save is atomic (temp file + rename)
+            # a full checkpoint, said explicitly (Lightning logs a line when weights_only is left unset)
+            trainer.save_checkpoint(self.path, weights_only=False)  # Lightning's save is atomic (temp file + rename)
 
 
 class RunLength(L.Callback):

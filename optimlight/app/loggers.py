@@ -83,6 +83,8 @@ def start_mode(mode: str, save_dir=".") -> str:
     `wandb.login(prompt=False)` looks for an API key (WANDB_API_KEY, netrc, `wandb login`) without asking for
     one, so a terminal never waits for input; the key itself never passes through here.
     """
+    if mode == "offline":
+        log.info("W&B: logging offline; %s", _sync_hint(save_dir))
     if mode not in ("auto", "online"):
         return mode
     import wandb
@@ -118,9 +120,7 @@ def wandb_logger(
     `init_timeout` seconds, and the training goes on offline with a warning instead of failing later.
     Only rank 0 starts a run (Lightning gives other ranks a dummy), so only rank 0 looks for credentials.
     """
-    import wandb
-
-    kwargs.update(group=group or sweep_group(), save_dir=save_dir, settings=wandb.Settings(init_timeout=init_timeout))
+    kwargs.update(group=group or sweep_group(), save_dir=save_dir)
     if job_type is None and HydraConfig.initialized():  # the runs of one configuration, every seed, share it
         job_type = configuration_label(HydraConfig.get().overrides.task)
     kwargs["job_type"] = job_type
@@ -130,7 +130,7 @@ def wandb_logger(
     kwargs.setdefault("resume", "allow")
     mode = start_mode(mode, save_dir)
     if mode == "online":
-        logger = WandbLogger(mode="online", **kwargs)
+        logger = _wandb_logger("online", init_timeout, kwargs)
         try:
             logger.experiment  # noqa: B018 - starts the run now
             return logger
@@ -138,7 +138,24 @@ def wandb_logger(
             hint = _sync_hint(save_dir)
             log.warning("W&B: the online run did not start (%s); logging offline, %s", first_line(exc), hint)
             mode, kwargs["id"] = "offline", run_dir_wandb_id(save_dir, renew=True)
-    return WandbLogger(mode=mode, **kwargs)
+    return _wandb_logger(mode, init_timeout, kwargs)
+
+
+def wandb_settings(mode: str, init_timeout: float = 30):
+    """W&B's console output cut to what optimlight does not say itself: `quiet` drops the history and summary
+    panel (results.json and the test table hold them) and keeps an online run's link; an offline run is `silent`
+    (optimlight's own line says it is offline and how to sync it). W&B's warnings show either way."""
+    import wandb
+
+    return wandb.Settings(init_timeout=init_timeout, quiet=True, silent=mode == "offline")
+
+
+def _wandb_logger(mode: str, init_timeout: float, kwargs: dict) -> WandbLogger:
+    """`WandbLogger` with `wandb_settings`. Lightning passes `anonymous=None` to `wandb.init`, on which W&B
+    0.30-0.31 warn that the setting has no effect: left out."""
+    logger = WandbLogger(mode=mode, settings=wandb_settings(mode, init_timeout), **kwargs)
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def _wandb_loggers(loggers: Iterable[Logger]) -> list[WandbLogger]:

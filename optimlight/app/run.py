@@ -5,6 +5,7 @@ The command line (`optimlight.app.cli`) and the tools (`optimlight.tools.api`) b
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,9 @@ from optimlight.app.data import DataError
 from optimlight.app.loggers import build_loggers, log_config, log_summary, tracked
 from optimlight.app.module import Classifier
 from optimlight.app.preflight import preflight
+from optimlight.app.quiet import quiet_dependencies
 from optimlight.app.record import read_results, record_failure, write_results
+from optimlight.app.runlog import metrics_line, shown
 from optimlight.app.targets import TimeToTarget
 from optimlight.app.tune import tune
 from optimlight.plugin.errors import ConfigError, first_line
@@ -45,13 +48,18 @@ def sized_schedule(scheduler: DictConfig | None) -> str | None:
     return cls.__name__ if sized else None
 
 
+log = logging.getLogger(__name__)
+#: A failed run's error line, for train.log only: the command line prints it on stderr as the last line.
+failure_log = logging.getLogger("optimlight.failure")
+
+
 def build_callbacks(
     cfg: DictConfig, interactive: bool, has_logger: bool, targets: Sequence[float] = (), schedule: str | None = None
 ) -> tuple[list[L.Callback], EpochTimer, TimeToTarget]:
-    """The `callbacks` group's entries; the progress bar only on a terminal, a plain epoch line otherwise;
-    LearningRateMonitor only when there is a logger to write to (Lightning refuses it otherwise); the epoch timer
-    and the time-to-target record, which the run record reads; the CSV history's resume and the run-length guard
-    of a schedule sized from the run."""
+    """The `callbacks` group's entries; the progress bar only on a terminal; LearningRateMonitor only when there
+    is a logger to write to (Lightning refuses it otherwise); the epoch timer and the time-to-target record, which
+    the run record reads; the CSV history's resume, the loader's position and the run-length guard of a schedule
+    sized from the run."""
     callbacks = [
         instantiate(node)
         for name, node in (cfg or {}).items()
@@ -59,19 +67,24 @@ def build_callbacks(
     ]
     if not has_logger:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    timer = EpochTimer(print_epochs=not interactive)
+    timer = EpochTimer()
     reached = TimeToTarget(targets, timer)
     return [*callbacks, timer, reached, ResumeCSVHistory(), RunLength(schedule), LoaderPosition()], timer, reached
 
 
 def build_module(cfg: DictConfig) -> Classifier:
-    """The classifier for the composed config: the `model` network, the `optimizer`/`scheduler` nodes as dicts."""
-    return Classifier(
+    """The classifier for the composed config: the `model` network, the `optimizer`/`scheduler` nodes as dicts.
+
+    Its `example_input_array` is one Fashion-MNIST image, from which Lightning's model summary measures each
+    layer's FLOPs and shapes (without one it shows a column of zeros and `Total FLOPs: 0`)."""
+    module = Classifier(
         instantiate(cfg.model),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         **cfg.module,
     )
+    module.example_input_array = torch.zeros(1, 1, 28, 28)
+    return module
 
 
 def apply_speed_settings(cfg: DictConfig | None) -> None:
@@ -107,17 +120,20 @@ def run(cfg: DictConfig) -> float | None:
     """Train and test one configuration; return `val/acc_best` (what a sweeper maximizes).
 
     Every failure, a bad value found before training included, leaves results.json with status `failed` and the
-    `error`; a preempted run (SIGTERM) leaves status `preempted` and its checkpoint.
+    `error` (and the error in train.log); a preempted run (SIGTERM) leaves status `preempted` and its checkpoint.
     """
+    quiet_dependencies()
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        return train_and_test(cfg, out_dir)
-    except SIGTERMException:
-        raise
-    except Exception as exc:
-        if rank_zero_only.rank == 0:
-            record_failure(out_dir, error_text(exc), config_choices())
-        raise
+    with shown(out_dir):
+        try:
+            return train_and_test(cfg, out_dir)
+        except SIGTERMException:
+            raise
+        except Exception as exc:
+            if rank_zero_only.rank == 0:
+                record_failure(out_dir, error_text(exc), config_choices())
+                failure_log.error("error: %s", error_text(exc))
+            raise
 
 
 def train_and_test(cfg: DictConfig, out_dir: Path) -> float | None:
@@ -125,7 +141,7 @@ def train_and_test(cfg: DictConfig, out_dir: Path) -> float | None:
     if cfg.get("skip_completed"):
         done = read_results(out_dir)
         if done.get("status") == "completed":
-            print(f"skip_completed: {out_dir} already holds a completed run", flush=True)
+            log.info("skip_completed: %s already holds a completed run", out_dir)
             return done["metrics"].get("val/acc_best")
     apply_speed_settings(cfg.get("speed"))
     L.seed_everything(cfg.seed, workers=True)
@@ -153,8 +169,11 @@ def train_and_test(cfg: DictConfig, out_dir: Path) -> float | None:
             metrics.update(trainer.callback_metrics)  # testing replaces callback_metrics: keep val/acc_best
             # the best checkpoint if one was saved; else the final weights (callbacks=swa saves none: save_top_k 0)
             saved_best = getattr(trainer.checkpoint_callback, "best_model_path", None)
-            trainer.test(module, datamodule=datamodule, ckpt_path="best" if saved_best else None)
+            # the path itself: "best" makes Lightning warn that it picks the first of the two ModelCheckpoints
+            trainer.test(module, datamodule=datamodule, ckpt_path=saved_best or None)
             metrics.update(trainer.callback_metrics)
+            if trainer.is_global_zero:
+                log.info("test: %s", metrics_line({k: v for k, v in metrics.items() if k.startswith("test/")}))
             status = "completed"
         except SIGTERMException:
             status = "preempted"
@@ -171,5 +190,7 @@ def train_and_test(cfg: DictConfig, out_dir: Path) -> float | None:
                     time_to_target=reached.record() if time_to_target is None else time_to_target,
                 )
                 log_summary(trainer.loggers, record)
+    if trainer.is_global_zero:  # last, after W&B's closing lines: what the run left
+        log.info("results: %s (run dir %s)", out_dir / "results.json", out_dir)
     best = metrics.get("val/acc_best")
     return None if best is None else float(best)

@@ -2,14 +2,15 @@
 
 `tune=lr_find` runs `Tuner.lr_find` on the run's own module, data and trainer (the finder restores the initial
 weights afterwards), writes `lr_find.json` and `lr_find.png` (loss vs LR, the suggestion marked in red) to the run
-dir, logs the suggestion and the plot to the loggers and prints the `optimizer.lr=` override. With `tune.apply=true`
-training follows with the suggested LR; otherwise the run ends there, so a sweep over optimizers gives one
-suggestion each at the cost of `num_training` steps per optimizer.
+dir, logs the suggestion and the plot to the loggers and writes the `optimizer.lr=` override to the run's log.
+With `tune.apply=true` training follows with the suggested LR; otherwise the run ends there, so a sweep over
+optimizers gives one suggestion each at the cost of `num_training` steps per optimizer.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,6 +25,8 @@ LR_FIND_ARGS = ("min_lr", "max_lr", "num_training", "mode", "early_stop_threshol
 LR_FIND_MODES = ("exponential", "linear")
 #: Lightning's suggestion skips the first 10 and the last point and needs two more to take a gradient.
 MIN_NUM_TRAINING = 13
+
+log = logging.getLogger(__name__)
 
 
 def check_tune(node: Mapping | None) -> None:
@@ -103,7 +106,13 @@ def tune(node: Mapping | None, trainer, module, datamodule, out_dir: Path) -> bo
         if suggestion is not None:
             log_lr_find(trainer.loggers, suggestion, png)
             command = rerun_command(record["override"])
-            print(f"lr_find: suggested lr {suggestion:.3g} for {record['optimizer']}; train with: {command}")
+            log.info(
+                "lr_find: suggested lr %.3g for %s (%s, lr_find.png); train with: %s",
+                suggestion,
+                record["optimizer"],
+                out_dir / "lr_find.json",
+                command,
+            )
     if suggestion is None:
         raise RuntimeError(
             f"lr_find: no suggestion after {record['steps']} steps (the loss diverged early); "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from scipy import stats
 from optimlight.app.config import configuration_overrides
 from optimlight.app.record import write_atomic
 from optimlight.app.targets import time_to_target_from_metrics
-from optimlight.tools.sweep import Job, find_jobs
+from optimlight.tools.sweep import Job, find_jobs, override_label
 
 RANK_METRIC = "val/acc_best"
 #: (column, what is read from a job's record)
@@ -109,7 +109,7 @@ def configurations(jobs: Sequence[Job]) -> list[Configuration]:
     for job in jobs:
         key = tuple(own[job.name])
         if key not in groups:
-            label = " ".join(o.split("=", 1)[1] if "." not in o.split("=", 1)[0] else o for o in key if o not in common)
+            label = " ".join(override_label(o) for o in key if o not in common)
             groups[key] = Configuration(label or "default", list(key))
         if job.status == "completed":
             groups[key].jobs.append(job)
@@ -256,10 +256,11 @@ def workload_of(config: Configuration) -> str:
     return config.jobs[0].results.get("choices", {}).get(WORKLOAD_GROUP, "?") if config.jobs else "?"
 
 
-def solver_of(config: Configuration) -> str:
-    """The configuration without its workload: the optimizer and schedule settings a profile compares."""
-    kept = [o for o in config.overrides if o.split("=", 1)[0].lstrip("+~") not in WORKLOAD_KEYS]
-    return " ".join(o.split("=", 1)[1] if "." not in o.split("=", 1)[0] else o for o in kept) or "default"
+def solver_of(config: Configuration, common: Collection[str] = ()) -> str:
+    """The configuration without its workload and without the overrides `common` to every configuration: the
+    optimizer and schedule settings a profile compares."""
+    kept = [o for o in config.overrides if o.split("=", 1)[0].lstrip("+~") not in WORKLOAD_KEYS and o not in common]
+    return " ".join(override_label(o) for o in kept) or "default"
 
 
 def performance_profile(configs: Sequence[Configuration], target: str) -> tuple[list[str], dict[str, list[float]]]:
@@ -267,12 +268,13 @@ def performance_profile(configs: Sequence[Configuration], target: str) -> tuple[
     `target` over the best solver's on that workload (inf where it never reached it). Returns (workloads,
     solver -> ratios in workload order); empty when the configurations span fewer than two workloads."""
     seconds: dict[str, dict[str, float]] = {}
+    common = set.intersection(*(set(c.overrides) for c in configs)) if len(configs) > 1 else set()
     for config in configs:
         if not config.jobs:  # no completed run: no workload to place it on
             continue
         hits = [r["seconds"] for r in (reached(job, target) for job in config.jobs) if r is not None]
         all_reached = len(hits) == len(config.jobs)
-        seconds.setdefault(solver_of(config), {})[workload_of(config)] = float(np.mean(hits)) if all_reached else math.inf
+        seconds.setdefault(solver_of(config, common), {})[workload_of(config)] = float(np.mean(hits)) if all_reached else math.inf
     workloads = sorted({w for per in seconds.values() for w in per})
     if len(workloads) < 2:
         return [], {}

@@ -4,26 +4,31 @@ test accuracy, the tuning protocol's learning-rate sensitivity, and the performa
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
 from optimlight.app.record import epoch_metrics
 from optimlight.tools.compare import Configuration, ranked, spread
 
 SPREAD_CURVES = (("val/acc", "validation accuracy"), ("train/loss", "training loss"))
+PROFILE_TICKS = (1, 1.25, 1.5, 2, 3, 4, 6, 8, 16, 32, 64)
 
 
-def _finish(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path, about: str = "") -> Path:
+    """Save at 120 dpi, with `about` (what the figure compares) as its title, wrapped to the figure's width."""
+    if about:
+        fig.suptitle(textwrap.fill(about, width=int(11 * fig.get_figwidth())), fontsize="medium")
     fig.savefig(path, dpi=120)
     return path
 
 
-def plot_spread_curves(configs: Sequence[Configuration], path: Path) -> Path:
+def plot_spread_curves(configs: Sequence[Configuration], path: Path, about: str = "") -> Path:
     """Per configuration, the mean over seeds of val/acc and train/loss per epoch, with a ± std band."""
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     for ax, (key, title) in zip(fig.subplots(1, len(SPREAD_CURVES)), SPREAD_CURVES):
@@ -41,10 +46,10 @@ def plot_spread_curves(configs: Sequence[Configuration], path: Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.axes[0].legend(fontsize="small")
-    return _finish(fig, path)
+    return save_figure(fig, path, about)
 
 
-def plot_seed_dots(configs: Sequence[Configuration], metric: str, path: Path) -> Path:
+def plot_seed_dots(configs: Sequence[Configuration], metric: str, path: Path, about: str = "") -> Path:
     """Every seed's value of `metric` as a dot, per configuration (best by validation first; each keeps its colour
     of the other figures), beside the mean and its 95% interval."""
     fig = Figure(figsize=(max(6, 1.1 * len(configs) + 2.5), 4.5), layout="constrained")
@@ -65,7 +70,7 @@ def plot_seed_dots(configs: Sequence[Configuration], metric: str, path: Path) ->
     ax.set(ylabel=metric, title=f"{metric} of every seed (dots) and mean with 95% CI (diamond)")
     ax.margins(x=0.1, y=0.15)  # the axis spans the data, not zero
     ax.grid(axis="y", alpha=0.3)
-    return _finish(fig, path)
+    return save_figure(fig, path, about)
 
 
 def plot_lr_sensitivity(trials: Mapping[str, Sequence[tuple[float, float | None]]], metric: str, path: Path) -> Path:
@@ -86,10 +91,10 @@ def plot_lr_sensitivity(trials: Mapping[str, Sequence[tuple[float, float | None]
     ax.set(xlabel="learning rate", ylabel=metric, title=f"learning-rate sensitivity: {metric} per trial (x: failed)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
-    return _finish(fig, path)
+    return save_figure(fig, path)
 
 
-def plot_profile(ratios: Mapping[str, Sequence[float]], target: str, path: Path) -> Path:
+def plot_profile(ratios: Mapping[str, Sequence[float]], target: str, path: Path, about: str = "") -> Path:
     """Performance profile: rho(tau) against tau for each solver (step functions, log-scaled tau)."""
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
@@ -100,6 +105,9 @@ def plot_profile(ratios: Mapping[str, Sequence[float]], target: str, path: Path)
         rho = [sum(r <= t for r in rs) / len(rs) for t in taus]
         ax.step(taus, rho, where="post", color=f"C{color % 10}", label=solver)
     ax.set_xscale("log")
+    ax.set_xticks([t for t in PROFILE_TICKS if t <= top])  # plain ratios, not powers of ten
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(
         xlabel="tau (seconds to target / best seconds)",
         ylabel="fraction of workloads",
@@ -108,4 +116,4 @@ def plot_profile(ratios: Mapping[str, Sequence[float]], target: str, path: Path)
     )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
-    return _finish(fig, path)
+    return save_figure(fig, path, about)

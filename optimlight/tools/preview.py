@@ -119,8 +119,10 @@ def cycling_momentum(curves: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def plot_curves(curves: Mapping[str, np.ndarray], title: str = ""):
-    """A matplotlib Figure: LR per optimizer step, and momentum below it where it cycles."""
+    """A matplotlib Figure: LR per optimizer step, and momentum below it where it cycles; epochs on the top axis,
+    since epoch-wise schedules (step, plateau) are read in epochs."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     momentum = cycling_momentum(curves)
     fig = Figure(figsize=(8, 5.5 if momentum else 3.5), layout="constrained")
@@ -133,6 +135,11 @@ def plot_curves(curves: Mapping[str, np.ndarray], title: str = ""):
         if len(lines) > 1:
             panel.legend()
     axes[-1].set_xlabel("optimizer step")
+    per_epoch = int((curves["epoch"] == 0).sum())
+    if per_epoch and curves["epoch"][-1] > 0:
+        top = axes[0].secondary_xaxis("top", functions=(lambda s: s / per_epoch, lambda e: e * per_epoch))
+        top.set_xlabel("epoch")
+        top.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_title(title)
     return fig
 
@@ -154,8 +161,12 @@ def preview(cfg: DictConfig) -> Path:
     validate(cfg)
     curves = schedule_curves(cfg, cfg.preview.metrics)
     scheduler = (cfg.scheduler.get("_target_") or "constant lr").rsplit(".", 1)[-1]
+    optimizer = cfg.optimizer["_target_"].rsplit(".", 1)[-1]
     steps_per_epoch = int((curves["epoch"] == 0).sum())
-    title = f"{scheduler}: {len(curves['step'])} optimizer steps, {steps_per_epoch} per epoch"
+    title = (
+        f"{scheduler} on {optimizer} (lr {cfg.optimizer.lr:g}): {len(curves['step'])} optimizer steps, "
+        f"{steps_per_epoch} per epoch"
+    )
     path = Path(HydraConfig.get().runtime.output_dir) / cfg.preview.file
     plot_curves(curves, title).savefig(path, dpi=120)
     print(f"{title}\n{format_table(curves)}\nwrote {path}")

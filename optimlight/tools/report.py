@@ -20,13 +20,13 @@ from matplotlib.ticker import MaxNLocator
 from optimlight.app.record import epoch_metrics
 from optimlight.plugin.errors import ConfigError
 from optimlight.tools.compare import configurations, performance_profile, targets_of, write_comparison
-from optimlight.tools.figures import plot_profile, plot_seed_dots, plot_spread_curves
-from optimlight.tools.sweep import Job, common_overrides, find_jobs, job_label, write_summary
+from optimlight.tools.figures import plot_profile, plot_seed_dots, plot_spread_curves, save_figure
+from optimlight.tools.sweep import Job, common_overrides, compared, find_jobs, job_label, write_summary
 
 CURVES = (("val/acc", "validation accuracy"), ("val/loss", "validation loss"))
 
 
-def plot_curves(jobs: list[Job], labels: dict[str, str], path: Path) -> Figure:
+def plot_curves(jobs: list[Job], labels: dict[str, str], path: Path, about: str = "") -> Figure:
     """Validation accuracy and loss per epoch, one line per job that has a CSV log."""
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     for ax, (key, title) in zip(fig.subplots(1, len(CURVES)), CURVES):
@@ -38,12 +38,19 @@ def plot_curves(jobs: list[Job], labels: dict[str, str], path: Path) -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.axes[0].legend(fontsize="small")
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, about)
     return fig
 
 
 def plot_bars(
-    names: list[str], values: list[float], errors: list[float] | None, ylabel: str, title: str, path: Path, fmt: str
+    names: list[str],
+    values: list[float],
+    errors: list[float] | None,
+    ylabel: str,
+    title: str,
+    path: Path,
+    fmt: str,
+    about: str = "",
 ) -> None:
     """One bar per job, its value written inside the bar (clear of the error bars); the axis spans the data."""
     fig = Figure(figsize=(max(6, 0.9 * len(names) + 2), 4.5), layout="constrained")
@@ -70,7 +77,7 @@ def plot_bars(
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize="small")
     ax.set(ylabel=ylabel, title=title)
     ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, about)
 
 
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
@@ -85,37 +92,40 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> li
     timed = [job for job in jobs if job.results.get("epoch_times")]
     tested = [job for job in jobs if job.metric("test/acc") is not None]
     figures = [out / "val_curves.png", out / "epoch_time.png", out / "test_acc.png"]
-    plot_curves(jobs, labels, figures[0])
+    about = f"{sweep_dir.name}: {compared(jobs)}"
+    plot_curves(jobs, labels, figures[0], about)
     plot_bars(
         [labels[job.name] for job in timed],
         [statistics.fmean(job.results["epoch_times"]) for job in timed],
         [statistics.pstdev(job.results["epoch_times"]) for job in timed],
         "seconds",
-        "seconds per training epoch of each job (mean, std over its epochs)",
+        "seconds per training epoch (mean ± std over its epochs)",
         figures[1],
         "%.2f",
+        about,
     )
     plot_bars(
         [labels[job.name] for job in tested],
         [job.metric("test/acc") for job in tested],
         None,
         "test/acc",
-        "test accuracy of each job (its best-validation checkpoint)",
+        "test accuracy (best-validation checkpoint)",
         figures[2],
         "%.4f",
+        about,
     )
     configs = configurations(jobs)
     if any(len(c.jobs) > 1 for c in configs):  # seeds to spread over
         figures += [
-            plot_spread_curves(configs, out / "spread_curves.png"),
-            plot_seed_dots(configs, "test/acc", out / "test_acc_seeds.png"),
+            plot_spread_curves(configs, out / "spread_curves.png", about),
+            plot_seed_dots(configs, "test/acc", out / "test_acc_seeds.png", about),
         ]
     write_comparison(sweep_dir)
     targets = targets_of(jobs)
     if targets:
         workloads, ratios = performance_profile(configs, targets[0])
         if workloads:
-            figures.append(plot_profile(ratios, targets[0], out / "performance_profile.png"))
+            figures.append(plot_profile(ratios, targets[0], out / "performance_profile.png", about))
     return figures
 
 

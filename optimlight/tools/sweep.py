@@ -15,10 +15,13 @@ from pathlib import Path
 from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
+from optimlight.app.config import CONFIG_DIR
 from optimlight.app.record import read_results, write_atomic
 from optimlight.plugin.errors import first_line
 
 COLUMNS = ("job", "overrides", "val/acc_best", "test/acc", "s/epoch", "status", "error")
+#: The config groups (`optimizer`, `scheduler`, ...): a choice of one reads well as its bare option name.
+CONFIG_GROUPS = frozenset(path.name for path in Path(CONFIG_DIR).iterdir() if path.is_dir())
 
 
 @dataclass
@@ -63,10 +66,26 @@ def common_overrides(jobs: list[Job]) -> list[str]:
     return [o for o in jobs[0].overrides if all(o in job.overrides for job in jobs[1:])]
 
 
+def compared(jobs: list[Job]) -> str:
+    """What a sweep compares, for its figures' titles: the override keys whose values differ between jobs, then
+    the overrides all jobs share (the data dir left out: where the files lie is no training setting)."""
+    common = common_overrides(jobs)
+    varied = list(dict.fromkeys(o.split("=", 1)[0] for job in jobs for o in job.overrides if o not in common))
+    shared = " ".join(o for o in common if not o.startswith("data.data_dir="))
+    head = f"{' x '.join(varied) or 'one configuration'} ({len(jobs)} job{'s' * (len(jobs) != 1)})"
+    return f"{head}; all jobs: {shared}" if shared else head
+
+
+def override_label(override: str) -> str:
+    """An override as a label: a config group's choice as the bare option name (`sgd`), any other key with its
+    name (`seed=1`, `optimizer.lr=0.1`), so that a number always says what it is."""
+    key, _, value = override.partition("=")
+    return value if key.lstrip("+~") in CONFIG_GROUPS else override
+
+
 def job_label(job: Job, common: list[str]) -> str:
-    """What sets a job apart: its own overrides, a config group's choice shown as the bare option name."""
-    own = [o for o in job.overrides if o not in common]
-    return " ".join(o.split("=", 1)[1] if "." not in o.split("=", 1)[0] else o for o in own) or job.name
+    """What sets a job apart: its own overrides, as `override_label` writes them."""
+    return " ".join(override_label(o) for o in job.overrides if o not in common) or job.name
 
 
 def summary_rows(jobs: list[Job]) -> list[dict]:

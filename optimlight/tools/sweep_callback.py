@@ -42,4 +42,5 @@ class SweepSummary(Callback):
         wandb_node = OmegaConf.select(config, "logger.wandb")
         if wandb_node and wandb_node.get("_target_"):
             log_comparison_run(sweep_dir, figures, OmegaConf.to_container(wandb_node, resolve=False))
-        print(f"sweep: {sweep_dir / 'summary.md'}, {sweep_dir / 'comparison.md'}", flush=True)
+        left = ", ".join(["summary.md", "comparison.md", *(path.name for path in figures)])
+        print(f"sweep dir {sweep_dir}: {left}", flush=True)  # last, after W&B's lines: what the sweep left

@@ -7,7 +7,7 @@ import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from optimlight.app.loggers import start_mode, sweep_group_name
+from optimlight.app.loggers import start_mode, sweep_group_name, wandb_settings
 
 JOB_TYPE = "comparison"
 
@@ -32,6 +32,7 @@ def log_comparison_run(sweep_dir: Path, figures: Sequence[Path], wandb_cfg: Mapp
         dir=str(sweep_dir),
         mode=mode,
         reinit="create_new",
+        settings=wandb_settings(mode),
     )
     try:
         columns = list(rows[0]) if rows else ["configuration"]
