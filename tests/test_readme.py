@@ -29,6 +29,7 @@ HYDRA_FLAGS = {"--help": 0, "--cfg": 1, "-m": 0}
 #: Commands no test can run as written, and where what they do is checked instead.
 ELSEWHERE = {
     "pip install -e .[dev]": ".ci/run: pip install -q -e '.[dev]'",
+    "pip install -e .[extra-optimizers]": ".ci/run installs .[dev], which includes it; tests/test_optimizers_beyond.py trains lion",
     "python -m pytest": ".ci/run's last line",
     "wandb sync": "needs W&B credentials and the network; tests/test_run_output.py checks the offline run it uploads",
     "jupyter execute": "13 minutes; tests/test_notebooks.py executes the same notebooks in quick mode",

@@ -241,7 +241,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
     def __init__(
         self,
         data_dir: str | None = None,
-        batch_size: int = 64,
+        batch_size: PositiveInt = 64,
         eval_batch_size: PositiveInt | None = None,
         num_workers: int = 0,
         val_size: int = 5_000,

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.nodes import import_object, to_dict
-from optimlight.plugin.registry import scheduler_info
+from optimlight.plugin.registry import optimizer_info, scheduler_info
 
 #: Keys of a node that belong to optimlight or Lightning, not to the constructor, with their types.
 EXTRA_KEYS: dict[str, dict[str, Any]] = {
@@ -197,11 +197,16 @@ def node_owner(path: str, node: Mapping) -> Callable | None:
     return factory() if factory else None
 
 
-def check_node(path: str, node: Mapping) -> None:
-    """Check each key of one node against its owner's annotations; nested nodes are checked on their own."""
-    owner = node_owner(path, node)
+def check_node(path: str, node: Mapping, owner: Callable | None = None) -> None:
+    """Check each key of one node against its owner's annotations; nested nodes are checked on their own, an
+    optimizer's nested optimizer node (Muon's `optimizer.adamw`) against the class the registry names for it."""
+    owner = owner or node_owner(path, node)
     if owner is None:
         return
+    if path == "optimizer" and inspect.isclass(owner):
+        for key, nested in optimizer_info(owner).nested.items():
+            if isinstance(node.get(key), dict):
+                check_node(f"{path}.{key}", node[key], nested)
     hints = {**type_hints(owner), **EXTRA_KEYS.get(path, {}), **RANGES.get(node.get("_target_") or "", {})}
     fills = set(scheduler_info(owner).run_sized) if path == "scheduler" and inspect.isclass(owner) else set()
     for key, value in node.items():

@@ -109,6 +109,8 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_iter": (lambda v: is_integer(v) and v >= 1, "a positive integer"),  # L-BFGS: unchecked by torch
     "max_eval": (lambda v: v is None or (is_integer(v) and v >= 1), "null or a positive integer"),
     "history_size": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
+    "ns_steps": (lambda v: is_integer(v) and v >= 1, "a positive integer"),  # Muon's Newton-Schulz iterations
+    "warmup_steps": (lambda v: is_integer(v) and v >= 0, "an integer >= 0"),  # schedule-free's own warmup
     "betas": (
         lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(is_number(b) and 0 <= b < 1 for b in v),
         "two numbers in [0, 1), e.g. [0.9, 0.999]",
