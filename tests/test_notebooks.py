@@ -19,9 +19,10 @@ from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 
+from optimlight.app.record import read_results
 from optimlight.plugin.errors import ConfigError
 from optimlight.tools import notebooks as nu
-from tests.conftest import REPO, TINY
+from tests.conftest import REPO, TINY, TORCH_OPTIMIZERS
 
 NOTEBOOKS = REPO / "notebooks"
 
@@ -64,7 +65,7 @@ def test_optimizer_comparison_runs_quick_and_reports_its_runs(tmp_path, data_dir
         name: json.loads((runs / "seed003" / name / "results.json").read_text()) for name in ("SGD", "Adagrad", "Adam", "AdamW")
     }
     grid = sorted(path.parent.relative_to(runs / "grid").as_posix() for path in (runs / "grid").glob("*/*/results.json"))
-    assert grid == sorted(f"{o}/{s}" for o in nu.options("optimizer") for s in ("cosine", "onecycle", "plateau", "step"))
+    assert grid == sorted(f"{o}/{s}" for o in TORCH_OPTIMIZERS for s in ("cosine", "onecycle", "plateau", "step"))
     assert len(grid) == 36
     for results in seed003.values():
         assert results["status"] == "completed" and len(results["epoch_times"]) == 1  # quick mode: one epoch
@@ -92,7 +93,7 @@ def test_schedulers_notebook_draws_every_schedule(tmp_path, data_dir):
     for scheduler in nu.options("scheduler"):
         assert f"lr/{scheduler}" in text, scheduler  # each config in conf/scheduler/ is previewed
     assert "warmup_epochs=2" in text
-    assert len(outputs(nb, "image/png")) == 4
+    assert len(outputs(nb, "image/png")) == 5
 
 
 def test_quick_mode_and_budget(monkeypatch):
@@ -114,7 +115,7 @@ def test_output_dir_follows_the_environment(monkeypatch, tmp_path):
 
 def test_options_lists_a_config_group():
     assert nu.options("optimizer") == sorted(p.stem for p in (REPO / "conf" / "optimizer").glob("*.yaml"))
-    assert len(nu.options("optimizer")) == 9 and "none" in nu.options("scheduler")
+    assert set(TORCH_OPTIMIZERS) <= set(nu.options("optimizer")) and "none" in nu.options("scheduler")
 
 
 def test_train_all_keeps_quiet_curves_and_a_diverged_run(tmp_path, data_dir, capsys):
@@ -147,7 +148,9 @@ def test_train_all_stops_at_a_bad_config(tmp_path, data_dir, override, error):
         nu.train_all(
             {"bad": [f"data.data_dir={data_dir}", *TINY, override], "next": [f"data.data_dir={data_dir}", *TINY]}, tmp_path
         )
-    assert not (tmp_path / "bad" / "results.json").exists() and not (tmp_path / "next").exists()
+    # a bad value is recorded in the job's results.json; a bad option stops composing, before any run dir
+    assert read_results(tmp_path / "bad").get("status") == (None if error is HydraException else "failed")
+    assert not (tmp_path / "next").exists()
 
 
 def test_heatmap_writes_values_and_marks_failed_cells():

@@ -341,7 +341,7 @@ def test_onecycle_steps_per_batch_unless_told():
     [
         (["scheduler=plateau", "scheduler.monitor=val/accuracy"], "scheduler.monitor", ", ".join(LOGGED_METRICS)),
         (["scheduler=plateau", "scheduler.monitor=test/acc"], "scheduler.monitor", "a metric the module logs"),
-        (["scheduler=plateau", "scheduler.monitor=val/acc", "scheduler.mode=up"], "scheduler.mode", "min or max"),
+        (["scheduler=plateau", "scheduler.monitor=val/acc", "scheduler.mode=up"], "scheduler.mode", "one of min, max"),
         (["scheduler=onecycle", "trainer.max_epochs=-1"], "trainer.max_epochs", "a finite number of steps"),
         (["scheduler=cosine", "trainer.max_epochs=-1", "trainer.max_steps=50"], "trainer.max_epochs", "epochs"),
         (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size", "a positive integer"),

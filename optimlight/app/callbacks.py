@@ -45,6 +45,11 @@ class EpochTimer(L.Callback):
         if self._start is None:
             self._start = time.perf_counter()
 
+    def training_seconds(self) -> float:
+        """Seconds of training so far: the finished epochs' and the current one's, validations excluded."""
+        running = 0.0 if self._start is None else time.perf_counter() - self._start
+        return sum(self.epoch_times) + self._elapsed + running
+
     def _pause(self) -> None:
         if self._start is not None:
             self._elapsed += time.perf_counter() - self._start

@@ -83,7 +83,7 @@ class TimeToTarget(L.Callback):
         self.values.append(float(value))
         self.epochs.append(trainer.current_epoch + 1)
         self.steps.append(trainer.global_step)
-        self.seconds.append(sum(self.timer.epoch_times))
+        self.seconds.append(self.timer.training_seconds())
 
     def record(self) -> dict[str, dict[str, float] | None]:
         return time_to_target(self.values, self.steps, self.seconds, self.targets, self.epochs)
