@@ -45,10 +45,13 @@ class EpochTimer(L.Callback):
         if self._start is None:
             self._start = time.perf_counter()
 
+    def epoch_seconds(self) -> float:
+        """Seconds of the current epoch's training so far, the clock's running stretch included."""
+        return self._elapsed + (0.0 if self._start is None else time.perf_counter() - self._start)
+
     def training_seconds(self) -> float:
         """Seconds of training so far: the finished epochs' and the current one's, validations excluded."""
-        running = 0.0 if self._start is None else time.perf_counter() - self._start
-        return sum(self.epoch_times) + self._elapsed + running
+        return sum(self.epoch_times) + self.epoch_seconds()
 
     def _pause(self) -> None:
         if self._start is not None:
@@ -81,8 +84,7 @@ class EpochTimer(L.Callback):
 
     @override
     def state_dict(self) -> dict:
-        running = 0.0 if self._start is None else time.perf_counter() - self._start
-        return {"epoch_times": list(self.epoch_times), "elapsed": self._elapsed + running}
+        return {"epoch_times": list(self.epoch_times), "elapsed": self.epoch_seconds()}
 
     @override
     def load_state_dict(self, state_dict: dict) -> None:

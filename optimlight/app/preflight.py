@@ -33,7 +33,7 @@ from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.optimizers import build_optimizer
 from optimlight.plugin.schedulers import build_scheduler
 
-#: Each build step and the config groups whose values it reads (where a constructor's error is looked for).
+#: One build step of the preflight: the composed config in, the object the run would build out.
 Build = Callable[[DictConfig], object]
 
 
