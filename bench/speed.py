@@ -12,10 +12,17 @@ rotates) and medians are compared.
 
 `--knobs` measures the speed settings instead: optimlight's path (a) with each knob on, against its defaults.
 
+`--population` measures a sweep of K optimizers of the MLP (K = 4 and 9 by default), each trained for the same
+epochs on the same batches, three ways: (a) one multirun with `hydra/launcher=population` (the K jobs train as one
+vectorized population), (b) K hand-written loops, one after the other, (c) the same multirun with Hydra's basic
+launcher, which runs the K jobs one after the other. Wall times cover everything each way pays in this process
+(data, building, logging, checkpoints, testing); training seconds are the sum of epoch times alone.
+
     python bench/speed.py                 # MLP and CNN, 3 epochs, 2 rounds
     python bench/speed.py --knobs --models mlp
     python bench/speed.py --knobs --models cnn --batches 200   # 200 training batches per epoch
     python bench/speed.py --quick         # a smoke run: few batches (what the tests run)
+    python bench/speed.py --population --epochs 2 --rounds 2
 """
 
 from __future__ import annotations
@@ -67,13 +74,13 @@ def optimlight_path(model, epochs, batches, data_dir, work, knob=()) -> tuple[li
     return results["epoch_times"], results["metrics"]["test/acc"]
 
 
-def hand_written_loop(model, epochs, batches, data_dir, work) -> tuple[list[float], float]:
+def hand_written_loop(model, epochs, batches, data_dir, work, make_optimizer=None) -> tuple[list[float], float]:
     dm = FashionMNISTDataModule(data_dir=data_dir, batch_size=64, seed=42)  # the seed train.py runs with
     dm.setup("fit")
     (x, y), (test_x, test_y) = dm._tensors["train"], dm._tensors["test"]
     L.seed_everything(42)
     net = MODELS[model]()
-    opt = torch.optim.AdamW(net.parameters(), **OPTIMIZER)
+    opt = make_optimizer(net) if make_optimizer else torch.optim.AdamW(net.parameters(), **OPTIMIZER)
     loss_fn = nn.CrossEntropyLoss()
     times = []
     steps = batches or -(-len(x) // 64)
@@ -250,6 +257,110 @@ def bench_knobs(model: str, epochs: int, rounds: int, batches: int | None, data_
     return {"median": med, "acc": accs}
 
 
+#: The population bench's optimizers, in order: K = 4 takes the first four (config options, their default settings).
+POPULATION_OPTIMIZERS = ("sgd", "adam", "adamw", "nadam", "rmsprop", "adagrad", "adadelta", "asgd", "radam")
+
+
+def sweep_overrides(options, epochs, batches, data_dir) -> list[str]:
+    """What each of the K runs shares: the MLP, the epochs and batches, W&B offline beside the CSV log."""
+    overrides = [
+        "model=mlp",
+        f"data.data_dir={data_dir}",
+        f"trainer.max_epochs={epochs}",
+        "trainer.accelerator=cpu",
+        "trainer.num_sanity_val_steps=0",
+        "logger.wandb.mode=offline",
+    ]
+    if batches:
+        overrides += [
+            f"trainer.limit_train_batches={batches}",
+            f"trainer.limit_val_batches={batches}",
+            f"trainer.limit_test_batches={batches}",
+        ]
+    return overrides
+
+
+def multirun_sweep(launcher, options, epochs, batches, data_dir, work) -> tuple[float, float, list[float]]:
+    """`python train.py -m hydra/launcher=<launcher> optimizer=<K options>`, in this process: (a) the population
+    launcher, (c) Hydra's basic launcher, which runs the K jobs one after the other."""
+    import sys
+
+    import wandb
+    from hydra.core.global_hydra import GlobalHydra
+
+    from optimlight.app.cli import main as cli_main
+    from optimlight.tools.sweep import find_jobs
+
+    sweep_dir = tempfile.mkdtemp(dir=work)
+    argv, threads = sys.argv, torch.get_num_threads()
+    sys.argv = ["train.py", "-m", f"hydra/launcher={launcher}", f"optimizer={','.join(options)}"]
+    sys.argv += [*sweep_overrides(options, epochs, batches, data_dir), f"hydra.sweep.dir={sweep_dir}"]
+    start = time.perf_counter()
+    try:
+        cli_main()
+    finally:
+        sys.argv = argv
+        wandb.teardown()
+        GlobalHydra.instance().clear()
+        torch.set_num_threads(threads)
+    wall = time.perf_counter() - start
+    jobs = find_jobs(sweep_dir)
+    assert len(jobs) == len(options) and all(job.status == "completed" for job in jobs), [j.results for j in jobs]
+    members = {job.results.get("population", {}).get("members") for job in jobs}
+    assert members == ({len(options)} if launcher == "population" else {None}), members
+    # a population's epoch times are the population's (shared by its members); runs one by one add theirs up
+    training = (
+        sum(jobs[0].results["epoch_times"]) if launcher == "population" else sum(sum(j.results["epoch_times"]) for j in jobs)
+    )
+    return wall, training, [job.metric("test/acc") for job in jobs]
+
+
+def hand_written_sweep(options, epochs, batches, data_dir, work) -> tuple[float, float, list[float]]:
+    """(b) K hand-written loops, one after the other, each with the option's optimizer (built by the plugin)."""
+    from omegaconf import OmegaConf
+
+    from optimlight.app.config import compose_config
+    from optimlight.plugin.optimizers import build_optimizer
+
+    start, training, accs = time.perf_counter(), 0.0, []
+    for option in options:
+        node = OmegaConf.to_container(compose_config([f"optimizer={option}"], work).optimizer, resolve=True)
+        times, acc = hand_written_loop("mlp", epochs, batches, data_dir, work, make_optimizer=partial(build_optimizer, cfg=node))
+        training += sum(times)
+        accs.append(acc)
+    return time.perf_counter() - start, training, accs
+
+
+SWEEPS = {
+    "a population": partial(multirun_sweep, "population"),
+    "b hand-written": hand_written_sweep,
+    "c optimlight runs": partial(multirun_sweep, "basic"),
+}
+
+
+def bench_population(k: int, epochs: int, rounds: int, batches: int | None, data_dir: str, work: str) -> dict:
+    """The three ways interleaved round by round (the order rotates); medians of wall and training seconds."""
+    options = POPULATION_OPTIMIZERS[:k]
+    names = list(SWEEPS)
+    walls, trains, accs = ({name: [] for name in names} for _ in range(3))
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            wall, training, acc = SWEEPS[name](options, epochs, batches, data_dir, work)
+            walls[name].append(wall)
+            trains[name].append(training)
+            accs[name].append(statistics.mean(acc))
+    wall, training = ({n: statistics.median(v[n]) for n in names} for v in (walls, trains))
+    print(f"\npopulation: K={k} ({', '.join(options)}), {header('mlp', epochs, rounds, batches).split(': ', 1)[1]}")
+    print(f"{'path':<20} {'wall s (median)':>16} {'training s':>11} {'all walls (s)':<28} {'mean test acc':>13}")
+    for name in names:
+        all_walls = " ".join(f"{w:.1f}" for w in walls[name])
+        print(f"{name:<20} {wall[name]:>16.1f} {training[name]:>11.1f} {all_walls:<28} {statistics.mean(accs[name]):>13.4f}")
+    a, b, c = (wall[n] for n in names)
+    ta, tb, tc = (training[n] for n in names)
+    print(f"ratios, wall: a/b = {a / b:.2f}   a/c = {a / c:.2f}      training seconds: a/b = {ta / tb:.2f}   a/c = {ta / tc:.2f}")
+    return {"wall": wall, "training": training, "acc": accs, "a/b": a / b, "a/c": a / c}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=list(MODELS))
@@ -257,13 +368,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batches", type=int, default=None, help="training batches per epoch (default: all)")
     parser.add_argument("--knobs", action="store_true", help="optimlight's path with each speed knob, vs defaults")
+    parser.add_argument("--population", action="store_true", help="a sweep of K optimizers: population vs loops vs runs")
+    parser.add_argument("--members", type=int, nargs="+", default=[4, 9], help="K, the optimizers of --population")
     parser.add_argument("--quick", action="store_true", help="1 epoch, 1 round, 20 batches: a smoke test")
     parser.add_argument("--data-dir", default=default_data_dir())
     args = parser.parse_args(argv)
     epochs, rounds, batches = (1, 1, 20) if args.quick else (args.epochs, args.rounds, args.batches)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    run = bench_knobs if args.knobs else bench
     with tempfile.TemporaryDirectory() as work:
+        if args.population:
+            return {k: bench_population(k, epochs, rounds, batches, args.data_dir, work) for k in args.members}
+        run = bench_knobs if args.knobs else bench
         return {m: run(m, epochs, rounds, batches, args.data_dir, work) for m in args.models}
 
 

@@ -160,7 +160,8 @@ class TensorBatches:
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self._resume_at = state["epoch"], state["position"]
 
-    def _indices(self) -> torch.Tensor:
+    def order(self) -> torch.Tensor:
+        """This epoch's sample order (this rank's share under DDP): batch i is order[i * batch_size:][:batch_size]."""
         n = len(self.x)
         if self.shuffle:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
@@ -176,7 +177,7 @@ class TensorBatches:
         return -(-n // self.batch_size)
 
     def __iter__(self):
-        order = self._indices().to(self.x.device)
+        order = self.order().to(self.x.device)
         # the resume point stays for every iterator of its epoch: Lightning may start one, prefetch, and start another
         start = self._resume_at
         for i in range(start, len(self)):
@@ -285,6 +286,10 @@ class FashionMNISTDataModule(L.LightningDataModule):
             }
         else:
             self._tensors = {"train": (train_x, train_y)}  # marks setup done; datasets are built per loader
+
+    def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The preloaded, normalized (images, labels) of `split` (train, val or test; `loader=tensor`, after setup)."""
+        return self._tensors[split]
 
     def _device(self) -> torch.device:
         """Keep the whole dataset on the accelerator the module trains on (it is 200 MB as float32)."""

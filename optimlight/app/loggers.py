@@ -158,6 +158,16 @@ def _wandb_logger(mode: str, init_timeout: float, kwargs: dict) -> WandbLogger:
     return logger
 
 
+def start_wandb_run(logger: WandbLogger) -> None:
+    """Start the logger's W&B run as a new run beside those already open in this process (a population trains
+    several runs at once); Lightning's logger would otherwise join the process's current run."""
+    import wandb
+
+    logger._experiment = wandb.init(**logger._wandb_init, reinit="create_new")
+    logger._experiment.define_metric("trainer/global_step")
+    logger._experiment.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+
+
 def _wandb_loggers(loggers: Iterable[Logger]) -> list[WandbLogger]:
     return [logger for logger in loggers if isinstance(logger, WandbLogger)]
 

@@ -49,6 +49,8 @@ def sized_schedule(scheduler: DictConfig | None) -> str | None:
 
 
 log = logging.getLogger(__name__)
+#: trainer.precision values that convert the weights themselves, and to what.
+WEIGHT_DTYPES = {"64-true": torch.float64, "64": torch.float64, "bf16-true": torch.bfloat16, "16-true": torch.float16}
 #: A failed run's error line, for train.log only: the command line prints it on stderr as the last line.
 failure_log = logging.getLogger("optimlight.failure")
 
@@ -76,14 +78,15 @@ def build_module(cfg: DictConfig) -> Classifier:
     """The classifier for the composed config: the `model` network, the `optimizer`/`scheduler` nodes as dicts.
 
     Its `example_input_array` is one Fashion-MNIST image, from which Lightning's model summary measures each
-    layer's FLOPs and shapes (without one it shows a column of zeros and `Total FLOPs: 0`)."""
+    layer's FLOPs and shapes (without one it shows a column of zeros and `Total FLOPs: 0`), in the dtype the
+    precision gives the weights (`64-true`, `bf16-true`, `16-true`): the summary's forward casts no input."""
     module = Classifier(
         instantiate(cfg.model),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         **cfg.module,
     )
-    module.example_input_array = torch.zeros(1, 1, 28, 28)
+    module.example_input_array = torch.zeros(1, 1, 28, 28, dtype=WEIGHT_DTYPES.get(str(cfg.trainer.precision), torch.float32))
     return module
 
 

@@ -30,7 +30,8 @@ class SweepSummary(Callback):
             return
         error = job_error(job_return)
         run_dir = Path(config.hydra.runtime.output_dir)
-        if error and read_results(run_dir).get("status") != "preempted":  # a preempted run resumes: keep its status
+        # a preempted run resumes: keep its status; a run that recorded its own failure said it best (error_text)
+        if error and read_results(run_dir).get("status") not in ("preempted", "failed"):
             choices = {k: v for k, v in config.hydra.runtime.choices.items() if not k.startswith("hydra/")}
             record_failure(run_dir, error, choices)
         write_summary(config.hydra.sweep.dir)

@@ -1,0 +1,1 @@
+"""optimlight's Hydra plugins: the population launcher."""
