@@ -44,7 +44,7 @@ def installed(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"  # a copy: setuptools writes build/ beside the sources, which must stay out of the clone
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for folder in ("optimlight", "conf"):
+    for folder in ("optimlight", "conf", "hydra_plugins"):
         shutil.copytree(REPO / folder, source / folder, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
@@ -65,6 +65,8 @@ def test_the_wheel_carries_the_config(installed):
     assert "optimlight/conf/config.yaml" in names
     assert "optimlight/conf/optimizer/adamw.yaml" in names
     assert "optimlight/conf/hydra/callbacks/sweep_summary.yaml" in names
+    assert "optimlight/conf/hydra/launcher/population.yaml" in names
+    assert "hydra_plugins/optimlight_population/population_launcher.py" in names  # where Hydra looks for launchers
 
 
 @pytest.mark.slow

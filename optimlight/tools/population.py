@@ -332,8 +332,9 @@ class Population:
         sums = []
         for m in self.members:
             path = resume_path(m.cfg)
-            if path is None:
+            if path is None:  # ckpt_path=last before any checkpoint: a fresh start, its CSV history too
                 sums.append([0.0] * 4)
+                trim_csv(m, 0)
                 continue
             checkpoint = torch.load(path, map_location=self.device, weights_only=False)
             m.module.load_state_dict(checkpoint["state_dict"])  # copies into the batched storage
@@ -347,9 +348,7 @@ class Population:
             self.step, self._elapsed = checkpoint["global_step"], progress["elapsed"]
             start = (progress["next_epoch"], progress["position"], None)
             sums.append(progress["sums"] or [0.0] * 4)
-            for logger in m.loggers:
-                if isinstance(logger, RunCSVLogger):
-                    logger.keep_before(self.step)
+            trim_csv(m, self.step)
         running = torch.tensor(sums, device=self.device, dtype=self.dtype)
         return start[0], start[1], running if start[1] else None
 
@@ -438,6 +437,13 @@ class Population:
             for m in self.members
         )
         return f"{metric} " + "  ".join(values)
+
+
+def trim_csv(member: Member, step: int) -> None:
+    """What ResumeCSVHistory does for a run alone: drop the CSV rows logged at `step` or later (logged again)."""
+    for logger in member.loggers:
+        if isinstance(logger, RunCSVLogger):
+            logger.keep_before(step)
 
 
 def resume_path(cfg: DictConfig) -> Path | None:
