@@ -149,3 +149,8 @@ def test_why_a_job_runs_alone(compose_cfg, overrides, reason):
 def test_the_default_mlp_and_its_optimizers_can_join(compose_cfg):
     for optimizer in ("sgd", "adam", "adamw", "nadam", "rmsprop", "adagrad", "adadelta", "asgd", "radam"):
         assert why_alone(task_config(compose_cfg([f"optimizer={optimizer}", "scheduler=onecycle"]))) is None, optimizer
+
+
+def test_max_members_must_be_a_positive_integer(multirun, tmp_path, capfd):
+    assert multirun([*POPULATION, "hydra.launcher.max_members=0", "optimizer=sgd"], tmp_path / "sweep") == 1
+    assert "hydra.launcher.max_members=0 is not allowed: expected a positive integer" in capfd.readouterr().err

@@ -40,6 +40,7 @@ from optimlight.app.preflight import preflight
 from optimlight.app.quiet import quiet_dependencies
 from optimlight.app.record import read_results, record_failure
 from optimlight.app.run import apply_speed_settings, error_text
+from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.nodes import import_object
 from optimlight.plugin.registry import optimizer_info
 from optimlight.tools.batched import unbatchable
@@ -119,7 +120,7 @@ class PopulationLauncher:
 
     def __init__(self, max_members: int = 9):
         if not isinstance(max_members, int) or isinstance(max_members, bool) or max_members < 1:
-            raise ValueError(f"hydra.launcher.max_members={max_members!r}: expected a positive integer")
+            raise ConfigError("hydra.launcher.max_members", max_members, "a positive integer (jobs per population)")
         self.max_members = max_members
 
     def setup(self, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
