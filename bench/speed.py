@@ -261,7 +261,7 @@ def bench_knobs(model: str, epochs: int, rounds: int, batches: int | None, data_
 POPULATION_OPTIMIZERS = ("sgd", "adam", "adamw", "nadam", "rmsprop", "adagrad", "adadelta", "asgd", "radam")
 
 
-def sweep_overrides(options, epochs, batches, data_dir) -> list[str]:
+def sweep_overrides(epochs, batches, data_dir) -> list[str]:
     """What each of the K runs shares: the MLP, the epochs and batches, W&B offline beside the CSV log."""
     overrides = [
         "model=mlp",
@@ -283,25 +283,18 @@ def sweep_overrides(options, epochs, batches, data_dir) -> list[str]:
 def multirun_sweep(launcher, options, epochs, batches, data_dir, work) -> tuple[float, float, list[float]]:
     """`python train.py -m hydra/launcher=<launcher> optimizer=<K options>`, in this process: (a) the population
     launcher, (c) Hydra's basic launcher, which runs the K jobs one after the other."""
-    import sys
-
     import wandb
-    from hydra.core.global_hydra import GlobalHydra
 
-    from optimlight.app.cli import main as cli_main
+    from optimlight.tools.api import multirun
     from optimlight.tools.sweep import find_jobs
 
-    sweep_dir = tempfile.mkdtemp(dir=work)
-    argv, threads = sys.argv, torch.get_num_threads()
-    sys.argv = ["train.py", "-m", f"hydra/launcher={launcher}", f"optimizer={','.join(options)}"]
-    sys.argv += [*sweep_overrides(options, epochs, batches, data_dir), f"hydra.sweep.dir={sweep_dir}"]
+    sweep_dir, threads = tempfile.mkdtemp(dir=work), torch.get_num_threads()
+    overrides = [f"hydra/launcher={launcher}", f"optimizer={','.join(options)}", *sweep_overrides(epochs, batches, data_dir)]
     start = time.perf_counter()
     try:
-        cli_main()
+        multirun(overrides, sweep_dir)
     finally:
-        sys.argv = argv
         wandb.teardown()
-        GlobalHydra.instance().clear()
         torch.set_num_threads(threads)
     wall = time.perf_counter() - start
     jobs = find_jobs(sweep_dir)
@@ -350,7 +343,11 @@ def bench_population(k: int, epochs: int, rounds: int, batches: int | None, data
             trains[name].append(training)
             accs[name].append(statistics.mean(acc))
     wall, training = ({n: statistics.median(v[n]) for n in names} for v in (walls, trains))
-    print(f"\npopulation: K={k} ({', '.join(options)}), {header('mlp', epochs, rounds, batches).split(': ', 1)[1]}")
+    per_epoch = f"{batches} batches" if batches else "full epochs"
+    print(
+        f"\npopulation: K={k} ({', '.join(options)}; each its config's defaults), MLP, {epochs} epoch(s) x {rounds} "
+        f"round(s) ({per_epoch}), batch 64, torch threads {torch.get_num_threads()} (runs: speed.num_threads)"
+    )
     print(f"{'path':<20} {'wall s (median)':>16} {'training s':>11} {'all walls (s)':<28} {'mean test acc':>13}")
     for name in names:
         all_walls = " ".join(f"{w:.1f}" for w in walls[name])

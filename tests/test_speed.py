@@ -143,3 +143,15 @@ def test_time_to_accuracy_presets_compose_and_train(train_run, preset, model, se
     for key, value in settings.items():
         assert OmegaConf.select(cfg, key) == value, key
     assert results["status"] == "completed" and 0.1 < results["metrics"]["test/acc"] <= 1
+
+
+def test_speed_bench_population_quick_trains_the_same_networks_three_ways(fashion_mnist, capsys, restore_torch_settings):
+    """K = 2: the population, two hand-written loops and two optimlight runs give the same test accuracies (same
+    initial weights, batches and optimizers), and the population's jobs were one population (the bench checks)."""
+    bench = load_bench("speed")
+    out = bench.main(["--quick", "--population", "--members", "2", "--data-dir", str(fashion_mnist)])[2]
+    assert "ratios, wall: a/b = " in capsys.readouterr().out
+    accs = {name: values[0] for name, values in out["acc"].items()}
+    assert accs["a population"] == pytest.approx(accs["b hand-written"], abs=0.003)
+    assert accs["a population"] == pytest.approx(accs["c optimlight runs"], abs=0.003)
+    assert all(t > 0 for t in out["wall"].values())

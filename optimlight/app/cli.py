@@ -11,16 +11,14 @@ import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.plugins import Plugins
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from hydra_plugins.optimlight_population.population_launcher import PopulationLauncher
 from optimlight.app.callbacks import NonFiniteLossError
-from optimlight.app.config import CONFIG_DIR
+from optimlight.app.config import CONFIG_DIR, register_launchers
 from optimlight.app.data import DataError
 from optimlight.app.run import error_text, run
 from optimlight.plugin.errors import ConfigError
@@ -81,9 +79,7 @@ def check_overrides(args: list[str]) -> None:
 
 def main() -> float | None:
     """`python train.py` / `optimlight-train`: check the overrides, then hand over to Hydra."""
-    # Hydra finds plugins by listing the hydra_plugins package's folders, which misses this one in an editable
-    # install (setuptools maps it through an import hook, not a folder on sys.path): register it by hand
-    Plugins.instance().register(PopulationLauncher)
+    register_launchers()
     check_overrides(sys.argv[1:])
     return hydra_main()
 
