@@ -1,6 +1,6 @@
 """Seconds per epoch of three ways to train the same network on the same Fashion-MNIST split, side by side.
 
-(a) optimlight: the run `python train.py` makes (optimlight.tools.api.train, tensor loader, lean logging);
+(a) optimlight: the run `python train.py` makes (optimlight.tools.api.train, tensor loader, W&B offline + CSV logging);
 (b) a hand-written PyTorch loop over the same preloaded, normalized tensors;
 (c) a plain LightningModule fed by torchvision's FashionMNIST + DataLoader(ToTensor, Normalize), logging every step;
 (d) the floor under (a): a minimal LightningModule (loss only, no metrics, logger or callbacks) on optimlight's
@@ -54,7 +54,7 @@ def optimlight_path(model, epochs, batches, data_dir, work, knob=()) -> tuple[li
         f"trainer.max_epochs={epochs}",
         "trainer.accelerator=cpu",
         "trainer.num_sanity_val_steps=0",
-        "logger=none",
+        "logger.wandb.mode=offline",  # the default loggers (W&B + CSV), without the network
         f"optimizer.lr={OPTIMIZER['lr']}",
         f"optimizer.weight_decay={OPTIMIZER['weight_decay']}",
         "optimizer.no_decay=[]",

@@ -132,6 +132,15 @@ def compose_real_cfg(tmp_path, fashion_mnist):
 
 
 @pytest.fixture
+def restore_torch_settings():
+    """torch's thread count and matmul precision are process-wide: put back what the test found."""
+    threads, matmul = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    yield
+    torch.set_num_threads(threads)
+    torch.set_float32_matmul_precision(matmul)
+
+
+@pytest.fixture
 def train_run(compose_cfg):
     """`train_run(overrides)` -> (config, results.json as a dict) of an in-process run with TINY limits first."""
 

@@ -6,24 +6,28 @@ Timings are the bench's business (printed, never asserted): these tests check be
 from __future__ import annotations
 
 import copy
+import pickle
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
+import lightning as L
+import pandas as pd
 import pytest
 import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer import call
 from omegaconf import OmegaConf
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
 
+from optimlight.app.csv_log import HistoryWriter
+from optimlight.app.hooks import skip_idle_batch_hooks
 from optimlight.app.models import MLP
+from optimlight.app.module import EpochSums
 from optimlight.app.run import apply_speed_settings, build_module
 from optimlight.plugin.optimizers import build_optimizer
 from tests.conftest import load_bench
-
-
-@pytest.fixture
-def restore_torch_settings():
-    threads, matmul = torch.get_num_threads(), torch.get_float32_matmul_precision()
-    yield
-    torch.set_num_threads(threads)
-    torch.set_float32_matmul_precision(matmul)
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd", "adagrad"])
@@ -89,10 +93,11 @@ def test_channels_last_feeds_the_convolutions_nhwc_with_the_same_logits(compose_
 
 def test_speed_settings_set_torch_threads_and_matmul_precision(compose_cfg, restore_torch_settings):
     cfg = compose_cfg(["speed.num_threads=1", "speed.float32_matmul_precision=medium"])
-    apply_speed_settings(cfg.speed)
+    apply_speed_settings(cfg, instantiate(cfg.trainer, logger=False).num_devices)
     assert torch.get_num_threads() == 1 and torch.get_float32_matmul_precision() == "medium"
     before = torch.get_num_threads(), torch.get_float32_matmul_precision()
-    apply_speed_settings(compose_cfg().speed)  # null: torch's own settings are left as they are
+    cfg = compose_cfg(["speed.num_threads=null"])  # null: torch's own settings are left as they are
+    apply_speed_settings(cfg, instantiate(cfg.trainer, logger=False).num_devices)
     assert (torch.get_num_threads(), torch.get_float32_matmul_precision()) == before
 
 
@@ -155,3 +160,84 @@ def test_speed_bench_population_quick_trains_the_same_networks_three_ways(fashio
     assert accs["a population"] == pytest.approx(accs["b hand-written"], abs=0.003)
     assert accs["a population"] == pytest.approx(accs["c optimlight runs"], abs=0.003)
     assert all(t > 0 for t in out["wall"].values())
+
+
+class CountsBatchEnds(L.Callback):
+    def __init__(self):
+        self.calls = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.calls += 1
+
+
+def test_idle_batch_hooks_are_skipped_and_the_others_run():
+    """Inherited no-op batch hooks, and the per-batch check of a ModelCheckpoint that saves at epoch ends only,
+    become None, which Lightning's dispatcher skips; hooks a class or an instance defines stay and run."""
+    counter, every_epoch, every_step, own = (
+        CountsBatchEnds(),
+        ModelCheckpoint(),
+        ModelCheckpoint(every_n_train_steps=2),
+        L.Callback(),
+    )
+    own.on_before_backward = lambda *args: None
+    skip_idle_batch_hooks([counter, every_epoch, every_step, own])
+    assert counter.on_train_batch_start is None and counter.on_before_optimizer_step is None
+    assert every_epoch.on_train_batch_end is None and every_step.on_train_batch_end is not None
+    assert own.on_before_backward is not None and own.on_after_backward is None
+    assert counter.on_train_epoch_end is not None  # not a batch hook: left as it is
+    trainer = L.Trainer(
+        callbacks=[counter], logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    call._call_callback_hooks(trainer, "on_train_batch_start", None, 0)  # a None hook is skipped, not called
+    call._call_callback_hooks(trainer, "on_train_batch_end", None, None, 0)
+    assert counter.calls == 1
+
+
+def test_epoch_sums_are_torchmetrics_values_and_take_over_its_checkpoint_states(compose_cfg):
+    """train/loss and train/acc: the same numbers as MeanMetric and MulticlassAccuracy (which they replace, for
+    the time of their per-step updates), and a checkpoint holding those metrics' states resumes with their sums."""
+    torch.manual_seed(0)
+    sums, mean = EpochSums(), MeanMetric(nan_strategy="disable")
+    accuracy = MulticlassAccuracy(10, average="micro", validate_args=False)
+    for size in [64] * 2 * EpochSums.COUNT_EVERY + [17]:  # hits counted on the way and at the end
+        logits, target = torch.randn(size, 10), torch.randint(0, 10, (size,))
+        loss = torch.nn.functional.cross_entropy(logits, target)
+        sums.update(loss, logits, target)
+        mean.update(loss)
+        accuracy.update(logits, target)
+    loss, acc = sums.compute(lambda tensor: tensor)
+    assert torch.equal(loss, mean.compute()) and torch.equal(acc, accuracy.compute())
+
+    module = build_module(compose_cfg())
+    state = {k: v for k, v in module.state_dict().items() if not k.startswith("train_sums.")}
+    mean.persistent(True)
+    accuracy.persistent(True)
+    state.update({f"metrics.train_loss.{k}": v for k, v in mean.state_dict().items()})
+    state.update({f"metrics.train_acc.{k}": v for k, v in accuracy.state_dict().items()})
+    checkpoint = {"state_dict": state}
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])  # strict: no key left over, none missing
+    assert module.train_sums.counts == [2 * EpochSums.COUNT_EVERY + 1, 64 * 2 * EpochSums.COUNT_EVERY + 17]
+    assert module.train_sums.compute(lambda tensor: tensor) == (loss, acc)
+
+
+def test_epoch_sums_stay_each_ranks_own():
+    """No buffers (DDP broadcasts rank 0's at every forward), and a copy of their own in each ddp_spawn process
+    (which unpickles the module from shared memory): every rank counts its own batches only."""
+    sums = EpochSums()
+    assert list(sums.buffers()) == [] and set(sums.state_dict()) == {"_extra_state"}
+    spawned = pickle.loads(ForkingPickler.dumps(sums))  # how torch.multiprocessing hands the module to a process
+    spawned.update(torch.tensor(0.5), torch.eye(2), torch.tensor([0, 1]))
+    assert sums.get_extra_state().tolist() == [0, 0, 0, 0] and spawned.get_extra_state().tolist() == [0.5, 2, 1, 2]
+
+
+def test_csv_history_takes_the_columns_another_writer_added(tmp_path):
+    """Two writers of one metrics.csv (ddp_spawn's fit and test processes): the header a writer keeps is read
+    again once the file is not as the writer left it, so each write has every column."""
+    fit, test = HistoryWriter(str(tmp_path)), HistoryWriter(str(tmp_path))
+    for writer, metrics, step in ((fit, {"train/loss": 1.0}, 0), (test, {"test/acc": 0.5}, 1), (fit, {"train/loss": 0.5}, 2)):
+        writer.log_metrics(metrics, step)
+        writer.save()
+    frame = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(frame.columns) == ["step", "test/acc", "train/loss"] and list(frame["step"]) == [0, 1, 2]
+    assert list(frame["train/loss"].dropna()) == [1.0, 0.5] and frame["test/acc"].notna().sum() == 1

@@ -214,42 +214,49 @@ class NonFiniteLossError(RuntimeError):
 class NonFiniteGuard(L.Callback):
     """Stops the run at the first non-finite training loss, naming the optimizer step; the last good checkpoint stays.
 
-    No host sync per step: the first bad step accumulates on the device and is read every `check_every_n_steps`
-    steps and before each validation, so no checkpoint is written once the loss went bad. (To skip such steps
-    instead of stopping, set `module.skip_nonfinite_loss=true`.)
+    No host sync per step, and no tensor op either: each step's loss (Lightning's detached copy) is kept with its
+    step, and the kept losses are read together every `check_every_n_steps` training batches and before each
+    validation, so no checkpoint is written once the loss went bad. (To skip such steps instead of stopping, set
+    `module.skip_nonfinite_loss=true`.)
     """
 
     def __init__(self, check_every_n_steps: int = 50):
         if not isinstance(check_every_n_steps, int) or check_every_n_steps < 1:
             raise ConfigError("callbacks.nonfinite_guard.check_every_n_steps", check_every_n_steps, "a positive integer")
         self.check_every_n_steps = check_every_n_steps
-        self._first_bad: torch.Tensor | None = None
+        self._losses: list[torch.Tensor] = []
+        self._steps: list[int] = []  # the optimizer step each kept loss is for
         self._batch_step = 0
 
+    @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._batch_step = trainer.global_step  # the optimizer step this batch's loss is for
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is None:  # a step the module skipped
             return
-        loss = loss.detach()
-        if self._first_bad is None:
-            self._first_bad = torch.tensor(-1, device=loss.device)
-        step = torch.tensor(self._batch_step, device=loss.device)
-        self._first_bad = torch.where(~torch.isfinite(loss) & (self._first_bad < 0), step, self._first_bad)
-        if trainer.global_step % self.check_every_n_steps == 0:
+        self._losses.append(loss.detach())
+        self._steps.append(self._batch_step)
+        if len(self._losses) >= self.check_every_n_steps:
             self._check()
 
+    @override
     def on_validation_start(self, trainer, pl_module) -> None:
         self._check()
 
+    @override
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._check()
 
     def _check(self) -> None:
-        if self._first_bad is not None and int(self._first_bad) >= 0:
+        if not self._losses:
+            return
+        bad = (~torch.isfinite(torch.stack(self._losses))).nonzero()  # one host sync for all the kept losses
+        steps, self._losses, self._steps = self._steps, [], []
+        if len(bad):
             raise NonFiniteLossError(
-                f"non-finite training loss at optimizer step {int(self._first_bad)}: run stopped, the last good "
+                f"non-finite training loss at optimizer step {steps[int(bad[0])]}: run stopped, the last good "
                 "checkpoint is kept (module.skip_nonfinite_loss=true skips such steps instead)"
             )

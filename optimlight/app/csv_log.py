@@ -3,9 +3,10 @@ kill.
 
 Lightning's CSVLogger deletes an existing metrics.csv when it starts and keeps the file's columns in memory, so a
 resumed run (`ckpt_path=last`) wipes the epochs before the checkpoint, and a second process (ddp_spawn's test) fails
-on columns it has not seen. Here the file is the truth: every write takes the columns from the file, rows reach the
-disk as they are logged, and a resumed fit drops only the rows of the steps its checkpoint had not reached (those
-were logged after the checkpoint and are logged again), so the file ends as an uninterrupted run's would.
+on columns it has not seen. Here the file is the truth: every write takes the columns from the file (read again
+whenever the file is not as this writer left it), rows reach the disk as they are logged, and a resumed fit drops
+only the rows of the steps its checkpoint had not reached (those were logged after the checkpoint and are logged
+again), so the file ends as an uninterrupted run's would.
 """
 
 from __future__ import annotations
@@ -25,15 +26,25 @@ from optimlight.app.schema import PositiveInt
 class HistoryWriter(ExperimentWriter):
     """Lightning's writer without the delete at start, with the file's header as the columns of every write."""
 
+    def __init__(self, log_dir: str) -> None:
+        self._last_write: tuple[list[str], int] | None = None  # (header, file size) as this writer left the file
+        super().__init__(log_dir)
+
     @override
     def _check_log_dir_exists(self) -> None:
         """Keep an existing metrics.csv (Lightning's writer deletes it): what to keep is `keep_before`'s call."""
 
     def header(self) -> list[str]:
-        if not self._fs.isfile(self.metrics_file_path):
+        """The file's columns. Read again unless the file has the size this writer's last write left (a write of
+        another process, ddp_spawn's test, changes it), so the file stays the truth at one `stat` a row."""
+        try:
+            size = self._fs.size(self.metrics_file_path)
+        except FileNotFoundError:
             return []
-        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-            return next(csv.reader(file), [])
+        if self._last_write is None or self._last_write[1] != size:
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self._last_write = next(csv.reader(file), []), size
+        return self._last_write[0]
 
     @override
     def save(self) -> None:
@@ -49,10 +60,11 @@ class HistoryWriter(ExperimentWriter):
                 writer.writeheader()
             writer.writerows(self.metrics)
         self.metrics_keys, self.metrics = keys, []
+        self._last_write = keys, self._fs.size(self.metrics_file_path)
 
     def keep_before(self, step: int) -> None:
         """Drop the rows logged at optimizer step `step` or later (all of them for 0: a fresh run)."""
-        self.metrics = []
+        self.metrics, self._last_write = [], None
         if not self._fs.isfile(self.metrics_file_path):
             return
         with self._fs.open(self.metrics_file_path, "r", newline="") as file:

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -155,6 +155,7 @@ def _wandb_logger(mode: str, init_timeout: float, kwargs: dict) -> WandbLogger:
     0.30-0.31 warn that the setting has no effect: left out."""
     logger = WandbLogger(mode=mode, settings=wandb_settings(mode, init_timeout), **kwargs)
     logger._wandb_init.pop("anonymous", None)
+    import_wandb_telemetry()
     return logger
 
 
@@ -166,6 +167,16 @@ def start_wandb_run(logger: WandbLogger) -> None:
     logger._experiment = wandb.init(**logger._wandb_init, reinit="create_new")
     logger._experiment.define_metric("trainer/global_step")
     logger._experiment.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+
+
+def import_wandb_telemetry() -> None:
+    """W&B 0.31 imports its OpenTelemetry exporters at a process's first `log` (60 ms here), which fell in the
+    first training epoch's clock: imported with the logger instead. Nothing to do for a W&B without them."""
+    with suppress(ImportError):
+        import opentelemetry.exporter.otlp.proto.http._log_exporter  # noqa: F401
+        import opentelemetry.exporter.otlp.proto.http.metric_exporter  # noqa: F401
+        import opentelemetry.sdk._logs.export  # noqa: F401
+        import opentelemetry.sdk.metrics.export  # noqa: F401
 
 
 def _wandb_loggers(loggers: Iterable[Logger]) -> list[WandbLogger]:

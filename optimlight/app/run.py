@@ -6,6 +6,7 @@ The command line (`optimlight.app.cli`) and the tools (`optimlight.tools.api`) b
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from optimlight.app.callbacks import EpochTimer, LoaderPosition, NonFiniteLossEr
 from optimlight.app.config import config_choices
 from optimlight.app.csv_log import ResumeCSVHistory
 from optimlight.app.data import DataError
+from optimlight.app.hooks import skip_idle_batch_hooks
 from optimlight.app.loggers import build_loggers, log_config, log_summary, tracked
 from optimlight.app.module import Classifier
 from optimlight.app.preflight import preflight
@@ -31,6 +33,7 @@ from optimlight.app.quiet import quiet_dependencies
 from optimlight.app.record import read_results, record_failure, write_results
 from optimlight.app.runlog import metrics_line, shown
 from optimlight.app.targets import TimeToTarget
+from optimlight.app.threads import auto_threads, launcher_jobs, step_flops
 from optimlight.app.tune import tune
 from optimlight.plugin.errors import ConfigError, first_line
 from optimlight.plugin.nodes import import_object, to_dict
@@ -90,13 +93,32 @@ def build_module(cfg: DictConfig) -> Classifier:
     return module
 
 
-def apply_speed_settings(cfg: DictConfig | None) -> None:
-    """Thread count and float32 matmul precision: process-wide torch settings, so they are set before building."""
-    cfg = cfg or {}
-    if cfg.get("num_threads"):
-        torch.set_num_threads(cfg.num_threads)
-    if cfg.get("float32_matmul_precision"):
-        torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+def thread_count(cfg: DictConfig, processes: int = 1, networks: int = 1) -> int | None:
+    """`speed.num_threads`, with `auto` worked out for this process: its training step's work (`networks` copies
+    of the model, for a population trained as one batched model), the cores it may use, and the processes it
+    shares them with (the joblib launcher's jobs x `processes`, the trainer's DDP processes on this node). None:
+    torch's default."""
+    threads = (cfg.get("speed") or {}).get("num_threads")
+    if threads != "auto":
+        return threads
+    jobs = launcher_jobs(HydraConfig.get().launcher) * processes
+    return auto_threads(networks * step_flops(cfg.model, cfg.data.batch_size), jobs)
+
+
+def apply_speed_settings(cfg: DictConfig, processes: int = 1, networks: int = 1) -> None:
+    """Thread count and float32 matmul precision: process-wide torch settings, set once the trainer is built (auto
+    counts its processes) and before anything trains.
+
+    With several processes on the node (DDP), OMP_NUM_THREADS carries the count: Lightning's launcher would
+    otherwise set its own (cores // processes) in this process, and the ranks it starts read it."""
+    threads = thread_count(cfg, processes, networks)
+    matmul = (cfg.get("speed") or {}).get("float32_matmul_precision")
+    if threads:
+        torch.set_num_threads(threads)
+        if processes > 1:
+            os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    if matmul:
+        torch.set_float32_matmul_precision(matmul)
 
 
 def restore_spawned_callbacks(trainer: L.Trainer, callbacks: Sequence[L.Callback]) -> None:
@@ -146,7 +168,6 @@ def train_and_test(cfg: DictConfig, out_dir: Path) -> float | None:
         if done.get("status") == "completed":
             log.info("skip_completed: %s already holds a completed run", out_dir)
             return done["metrics"].get("val/acc_best")
-    apply_speed_settings(cfg.get("speed"))
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
@@ -157,6 +178,8 @@ def train_and_test(cfg: DictConfig, out_dir: Path) -> float | None:
         cfg.callbacks, interactive, has_logger=bool(loggers), targets=targets, schedule=sized_schedule(cfg.scheduler)
     )
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_progress_bar=interactive)
+    apply_speed_settings(cfg, trainer.num_devices)
+    skip_idle_batch_hooks(trainer.callbacks)  # Lightning's own too (checkpoints, model summary, progress bar)
     # the W&B run is finished on the way out, even when a step fails
     with tracked(trainer.loggers):
         train = tune(cfg.get("tune"), trainer, module, datamodule, out_dir)

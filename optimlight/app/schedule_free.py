@@ -16,21 +16,35 @@ from typing_extensions import override
 from optimlight.plugin.registry import optimizer_info
 
 
+def train_eval_optimizers(trainer: L.Trainer) -> list:
+    """The trainer's optimizers that have the two modes."""
+    return [optimizer for optimizer in trainer.optimizers if optimizer_info(type(optimizer)).train_eval]
+
+
 def set_mode(trainer: L.Trainer, mode: str) -> None:
     """`optimizer.train()` or `optimizer.eval()` on each of the trainer's optimizers that has the two modes."""
-    for optimizer in trainer.optimizers:
-        if optimizer_info(type(optimizer)).train_eval:
-            getattr(optimizer, mode)()
+    for optimizer in train_eval_optimizers(trainer):
+        getattr(optimizer, mode)()
 
 
 class ScheduleFreeModes(L.Callback):
     """Train mode from the first training batch on; eval mode for validation, testing, prediction, the end of
     every epoch and of the fit, and an exception (Lightning runs checkpoint callbacks after this one, and the
-    preemption callback after it in the config), so every checkpoint holds the averaged weights."""
+    preemption callback after it in the config), so every checkpoint holds the averaged weights.
+
+    The fit's schedule-free optimizers are found once, when training starts, not at every batch."""
+
+    def __init__(self) -> None:
+        self._train_eval: list = []
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._train_eval = train_eval_optimizers(trainer)
 
     @override
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        set_mode(trainer, "train")
+        for optimizer in self._train_eval:
+            optimizer.train()
 
     @override
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -71,7 +71,7 @@ class RunSettings:
 
 @dataclass
 class SpeedSettings:
-    num_threads: PositiveInt | None = None
+    num_threads: PositiveInt | Literal["auto"] | None = "auto"
     float32_matmul_precision: Literal["highest", "high", "medium"] | None = None
 
 

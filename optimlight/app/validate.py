@@ -45,8 +45,8 @@ MATMUL_PRECISIONS = ("highest", "high", "medium")
 def check_speed(cfg: DictConfig | None) -> None:
     cfg = cfg or {}
     threads, matmul = cfg.get("num_threads"), cfg.get("float32_matmul_precision")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ConfigError("speed.num_threads", threads, "a positive integer or null")
+    if threads not in (None, "auto") and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ConfigError("speed.num_threads", threads, "a positive integer, auto (by model size and cores) or null")
     if matmul is not None and matmul not in MATMUL_PRECISIONS:
         raise ConfigError("speed.float32_matmul_precision", matmul, f"one of {', '.join(MATMUL_PRECISIONS)} or null")
 

@@ -212,7 +212,7 @@ class PopulationLauncher:
             return self._job_end(job, exc)
 
     def _train(self, jobs: list[Job], members: list[Member]) -> dict[int, JobReturn]:
-        apply_speed_settings(members[0].cfg.get("speed"))
+        apply_speed_settings(members[0].cfg, networks=len(members))  # auto: the threads of the batched model
         population = Population(members)
         crash: BaseException | None = None
         try:

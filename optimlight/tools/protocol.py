@@ -14,14 +14,13 @@ scientific choice and the learning rate a nuisance one, tuned for each optimizer
 
 Every trial is an ordinary run dir (results.json, its own W&B run), named by its overrides; a re-run of the same
 command skips the trials that completed (`skip_completed=true`). `--launcher joblib` runs each stage's jobs in
-parallel, each with an equal share of the cores.
+parallel; `speed.num_threads=auto` gives each at most an equal share of the cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -52,8 +51,7 @@ def multirun(overrides: Sequence[str], sweep_dir: Path, launcher: str, jobs: int
         f"hydra.job.config.override_dirname.exclude_keys=[{','.join(UNNAMED_KEYS)}]",
     ]
     if launcher == "joblib":
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", f"speed.num_threads={threads}"]
+        cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]  # speed.num_threads=auto shares the cores
     print("protocol:", " ".join(cmd[3:]), flush=True)
     return subprocess.run(cmd).returncode
 
