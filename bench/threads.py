@@ -30,7 +30,7 @@ import torch
 from hydra.utils import instantiate
 
 from optimlight.app.data import default_data_dir
-from optimlight.app.threads import auto_threads, step_flops, usable_cores
+from optimlight.app.threads import auto_threads, others_cpu_seconds, step_flops, usable_cores
 from optimlight.tools.api import compose_config, train
 
 #: A case: its overrides, and its training batches per epoch (None: full epochs).
@@ -48,16 +48,6 @@ CASES: dict[str, Case] = {
     "cnn": (["model=cnn"], 200),
     "deepobs_2c2d": (["model=deepobs_2c2d"], 60),
 }
-
-
-def others_cpu_seconds(pids: Sequence[int] = ()) -> float:
-    """CPU seconds the machine has been busy, less this process's own and `pids`': what everyone else used (Linux)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    user, nice, system, _idle, _iowait, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
-    theirs = 0.0
-    for pid in pids:  # utime and stime: fields 14 and 15, after the parenthesized command name
-        theirs += sum(map(int, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])) / ticks
-    return (user + nice + system + irq + softirq) / ticks - sum(os.times()[:2]) - theirs
 
 
 def wait_idle(pids: Sequence[int] = (), limit: float = 0.1, window: float = 3.0, timeout: float = 600.0) -> None:

@@ -33,7 +33,7 @@ from optimlight.app.quiet import quiet_dependencies
 from optimlight.app.record import read_results, record_failure, write_results
 from optimlight.app.runlog import metrics_line, shown
 from optimlight.app.targets import TimeToTarget
-from optimlight.app.threads import auto_threads, launcher_jobs, step_flops
+from optimlight.app.threads import auto_threads, busy_cores, launcher_jobs, step_flops
 from optimlight.app.tune import tune
 from optimlight.plugin.errors import ConfigError, first_line
 from optimlight.plugin.nodes import import_object, to_dict
@@ -95,14 +95,14 @@ def build_module(cfg: DictConfig) -> Classifier:
 
 def thread_count(cfg: DictConfig, processes: int = 1, networks: int = 1) -> int | None:
     """`speed.num_threads`, with `auto` worked out for this process: its training step's work (`networks` copies
-    of the model, for a population trained as one batched model), the cores it may use, and the processes it
-    shares them with (the joblib launcher's jobs x `processes`, the trainer's DDP processes on this node). None:
-    torch's default."""
+    of the model, for a population trained as one batched model), the cores it may use less those other processes
+    keep busy now, and the processes it shares them with (the joblib launcher's jobs x `processes`, the trainer's
+    DDP processes on this node). None: torch's default."""
     threads = (cfg.get("speed") or {}).get("num_threads")
     if threads != "auto":
         return threads
     jobs = launcher_jobs(HydraConfig.get().launcher) * processes
-    return auto_threads(networks * step_flops(cfg.model, cfg.data.batch_size), jobs)
+    return auto_threads(networks * step_flops(cfg.model, cfg.data.batch_size), jobs, busy=busy_cores())
 
 
 def apply_speed_settings(cfg: DictConfig, processes: int = 1, networks: int = 1) -> None:
@@ -119,6 +119,7 @@ def apply_speed_settings(cfg: DictConfig, processes: int = 1, networks: int = 1)
             os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     if matmul:
         torch.set_float32_matmul_precision(matmul)
+    log.info("torch threads: %d (speed.num_threads=%s)", torch.get_num_threads(), (cfg.get("speed") or {}).get("num_threads"))
 
 
 def restore_spawned_callbacks(trainer: L.Trainer, callbacks: Sequence[L.Callback]) -> None:

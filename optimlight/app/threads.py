@@ -1,16 +1,20 @@
-"""`speed.num_threads: auto`: torch threads for one process, from the work of one training step and from how many
-processes share the cores.
+"""`speed.num_threads: auto`: torch threads for one process, from the work of one training step, the cores it may
+use and the processes it shares them with.
 
-A second thread only pays when each op has enough arithmetic to split: on the seed MLP (batch 64) one thread is
-faster than two even on an idle machine, and the CNN is faster with two. More threads than cores over all
-processes is far worse than too few (two processes with one thread per core each ran 8x slower), so the cores are
-divided among the processes first. `bench/threads.py` measures the thresholds (README "Speed").
+A second thread pays only when each op has enough arithmetic to split, and a thread more than there are free cores
+costs far more than it saves: the README's first command (the seed MLP) ran 8x slower with two threads beside a
+busy process, and was 9% faster with two on an idle machine. So a process gets one thread, and one more per
+`FLOPS_PER_THREAD` of forward work a step, within its share of the cores that are free when it starts: the usable
+cores, less those other processes keep busy, divided among the launcher's parallel jobs and DDP's processes.
+`bench/threads.py` measures the threshold (README "Speed").
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
@@ -18,11 +22,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from optimlight.app.models import IMAGE_SHAPE
 
-#: Forward FLOPs of one training step that keep one more thread busy: a process gets one thread per this much work
-#: (at least one). Measured on a 2-core VM: below it two threads were no faster than one (logreg, the seed MLP,
-#: DeepOBS's MLP at batch 64), above twice it they were 20-35% faster (the CNN, DeepOBS's 2c2d, a wide MLP's
-#: big batches); README "Speed" has the table.
-FLOPS_PER_THREAD = 2e8
+#: Forward FLOPs of one training step per thread beyond the first. Measured by bench/threads.py on a 2-core VM
+#: (2026-12-02), s/epoch with 2 threads / with 1: logreg (1 MFLOP a step) 1.11, the seed MLP (30) 0.91, a CNN of
+#: 8-16 channels (49) 0.77, the seed MLP at batch 256 (120) 0.65, DeepOBS's MLP (171) 0.74, the CNN (543) 0.66. The seed
+#: MLP stays at one thread: 9% is not worth an 8x loss when a process starts beside it later.
+FLOPS_PER_THREAD = 4e7
 #: Hydra's joblib launcher, whose `n_jobs` jobs run at once, each in its own process.
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 
@@ -40,16 +44,43 @@ def omp_limit() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def auto_threads(work_per_step: float, jobs: int = 1, cores: int | None = None) -> int:
-    """Threads for one of `jobs` processes sharing `cores` (default: `usable_cores()`), training steps of
-    `work_per_step` forward FLOPs: one per `FLOPS_PER_THREAD`, at least 1, at most the process's share of the cores
-    (`cores // jobs`) and at most OMP_NUM_THREADS when set. So jobs x threads <= cores whenever jobs <= cores.
+def others_cpu_seconds(pids: Sequence[int] = ()) -> float | None:
+    """CPU seconds the machine has been busy, less this process's own and `pids`': what everyone else used. None
+    where /proc/stat is missing (not Linux)."""
+    try:
+        fields = Path("/proc/stat").read_text().split()[1:8]
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, fields)
+    theirs = 0.0
+    for pid in pids:  # utime and stime: fields 14 and 15, after the parenthesized command name
+        theirs += sum(map(int, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])) / ticks
+    return (user + nice + system + irq + softirq) / ticks - sum(os.times()[:2]) - theirs
+
+
+def busy_cores(window: float = 0.25) -> float:
+    """Cores other processes keep busy, over `window` seconds (0 where it cannot be read)."""
+    before = others_cpu_seconds()
+    if before is None:
+        return 0.0
+    time.sleep(window)
+    after = others_cpu_seconds()
+    return max(0.0, (after - before) / window) if after is not None else 0.0
+
+
+def auto_threads(work_per_step: float, jobs: int = 1, cores: int | None = None, busy: float = 0.0) -> int:
+    """Threads for one of `jobs` processes sharing `cores` (default: `usable_cores()`), of which other processes
+    keep `busy` busy, training steps of `work_per_step` forward FLOPs: one, and one more per `FLOPS_PER_THREAD`, at
+    most the process's share of the free cores (`(cores - busy) // jobs`, busy rounded) and at most
+    OMP_NUM_THREADS when set. So jobs x threads <= cores whenever jobs <= cores.
 
     A caller that trains several models as one batched model in one process passes the batched model's work."""
     if jobs < 1:
         raise ValueError(f"jobs must be a positive number of processes, got {jobs}")
-    share = max(1, (usable_cores() if cores is None else cores) // jobs)
-    wanted = max(1, int(work_per_step // FLOPS_PER_THREAD))
+    free = (usable_cores() if cores is None else cores) - round(busy)
+    share = max(1, free // jobs)
+    wanted = 1 + int(work_per_step // FLOPS_PER_THREAD)
     return min(wanted, share, omp_limit() or share)
 
 
