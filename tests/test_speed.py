@@ -14,6 +14,7 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer import call
@@ -150,9 +151,13 @@ def test_time_to_accuracy_presets_compose_and_train(train_run, preset, model, se
     assert results["status"] == "completed" and 0.1 < results["metrics"]["test/acc"] <= 1
 
 
-def test_speed_bench_population_quick_trains_the_same_networks_three_ways(fashion_mnist, capsys, restore_torch_settings):
+def test_speed_bench_population_quick_trains_the_same_networks_three_ways(
+    fashion_mnist, capsys, restore_torch_settings, monkeypatch
+):
     """K = 2: the population, two hand-written loops and two optimlight runs give the same test accuracies (same
-    initial weights, batches and optimizers), and the population's jobs were one population (the bench checks)."""
+    initial weights, batches and optimizers), and the population's jobs were one population (the bench checks).
+    As in a fresh process, no HydraConfig is set before the sweep (earlier tests' compositions leave theirs)."""
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
     bench = load_bench("speed")
     out = bench.main(["--quick", "--population", "--members", "2", "--data-dir", str(fashion_mnist)])[2]
     assert "ratios, wall: a/b = " in capsys.readouterr().out

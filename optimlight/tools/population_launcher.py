@@ -212,7 +212,8 @@ class PopulationLauncher:
             return self._job_end(job, exc)
 
     def _train(self, jobs: list[Job], members: list[Member]) -> dict[int, JobReturn]:
-        apply_speed_settings(members[0].cfg, networks=len(members))  # auto: the threads of the batched model
+        with job_context(jobs[0]):  # auto: the threads of the batched model, under this launcher (one population at a time)
+            apply_speed_settings(members[0].cfg, networks=len(members))
         population = Population(members)
         crash: BaseException | None = None
         try:
