@@ -331,6 +331,13 @@ SWEEPS = {
 }
 
 
+def warm_up(data_dir: str, work: str) -> None:
+    """Each way once, 2 optimizers x 5 batches, untimed: the process's one-time costs (imports made at the first
+    `wandb.init`, such as W&B's launch module; Lightning's first fit) fall in none of the measured paths' clocks."""
+    for sweep in SWEEPS.values():
+        sweep(POPULATION_OPTIMIZERS[:2], 1, 5, data_dir, work)
+
+
 def bench_population(k: int, epochs: int, rounds: int, batches: int | None, data_dir: str, work: str) -> dict:
     """The three ways interleaved round by round (the order rotates); medians of wall and training seconds."""
     options = POPULATION_OPTIMIZERS[:k]
@@ -374,6 +381,7 @@ def main(argv=None) -> dict:
     os.environ.setdefault("MPLBACKEND", "Agg")
     with tempfile.TemporaryDirectory() as work:
         if args.population:
+            warm_up(args.data_dir, work)
             return {k: bench_population(k, epochs, rounds, batches, args.data_dir, work) for k in args.members}
         run = bench_knobs if args.knobs else bench
         return {m: run(m, epochs, rounds, batches, args.data_dir, work) for m in args.models}
