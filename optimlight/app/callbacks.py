@@ -210,6 +210,14 @@ class RunLength(L.Callback):
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
+    @classmethod
+    def at_step(cls, step: int) -> NonFiniteLossError:
+        """The error of a run stopped at optimizer step `step` (a run alone and a population member say the same)."""
+        return cls(
+            f"non-finite training loss at optimizer step {step}: run stopped, the last good checkpoint is kept "
+            "(module.skip_nonfinite_loss=true skips such steps instead)"
+        )
+
 
 class NonFiniteGuard(L.Callback):
     """Stops the run at the first non-finite training loss, naming the optimizer step; the last good checkpoint stays.
@@ -256,7 +264,4 @@ class NonFiniteGuard(L.Callback):
         bad = (~torch.isfinite(torch.stack(self._losses))).nonzero()  # one host sync for all the kept losses
         steps, self._losses, self._steps = self._steps, [], []
         if len(bad):
-            raise NonFiniteLossError(
-                f"non-finite training loss at optimizer step {steps[int(bad[0])]}: run stopped, the last good "
-                "checkpoint is kept (module.skip_nonfinite_loss=true skips such steps instead)"
-            )
+            raise NonFiniteLossError.at_step(steps[int(bad[0])])

@@ -111,15 +111,15 @@ def apply_speed_settings(cfg: DictConfig, processes: int = 1, networks: int = 1)
 
     With several processes on the node (DDP), OMP_NUM_THREADS carries the count: Lightning's launcher would
     otherwise set its own (cores // processes) in this process, and the ranks it starts read it."""
-    threads = thread_count(cfg, processes, networks)
-    matmul = (cfg.get("speed") or {}).get("float32_matmul_precision")
+    speed = cfg.get("speed") or {}
+    threads, matmul = thread_count(cfg, processes, networks), speed.get("float32_matmul_precision")
     if threads:
         torch.set_num_threads(threads)
         if processes > 1:
             os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     if matmul:
         torch.set_float32_matmul_precision(matmul)
-    log.info("torch threads: %d (speed.num_threads=%s)", torch.get_num_threads(), (cfg.get("speed") or {}).get("num_threads"))
+    log.info("torch threads: %d (speed.num_threads=%s)", torch.get_num_threads(), speed.get("num_threads"))
 
 
 def restore_spawned_callbacks(trainer: L.Trainer, callbacks: Sequence[L.Callback]) -> None:

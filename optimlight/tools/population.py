@@ -244,12 +244,7 @@ class Population:
         for k, m in enumerate(self.members):
             if m.active and bad[k] >= 0:
                 m.status = "failed"
-                m.error = str(
-                    NonFiniteLossError(
-                        f"non-finite training loss at optimizer step {bad[k]}: run stopped, the last good checkpoint "
-                        "is kept (module.skip_nonfinite_loss=true skips such steps instead)"
-                    )
-                )
+                m.error = str(NonFiniteLossError.at_step(bad[k]))
                 m.log.error("error: %s", m.error)
 
     # --- evaluation ----------------------------------------------------------------------------------------------
