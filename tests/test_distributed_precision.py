@@ -43,3 +43,12 @@ def test_bf16_mixed_trains_on_cpu(train_run, monkeypatch):
     state = ckpt["state_dict"]  # the weights and metric states stay float32 (the training sums' counts are float64)
     assert all(t.dtype == torch.float32 for k, t in state.items() if t.is_floating_point() and k != "train_sums._extra_state")
     assert state["net.1.weight"].dtype == torch.float32
+
+
+def test_64_true_trains_with_the_model_summary_in_float64(train_run):
+    """The model summary's example input is in the weights' dtype: a float32 one crashed 64-true runs before
+    training (the summary's forward casts no input)."""
+    cfg, results = train_run(["trainer.precision=64-true", "trainer.accelerator=cpu"])
+    assert results["status"] == "completed" and 0 < results["metrics"]["test/acc"] <= 1
+    ckpt = torch.load(Path(cfg.hydra.runtime.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["state_dict"]["net.1.weight"].dtype == torch.float64
