@@ -6,6 +6,7 @@ Timings are the bench's business (printed, never asserted): these tests check be
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
@@ -23,6 +24,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from optimlight.app.csv_log import HistoryWriter
+from optimlight.app.cuda_probe import NVML_CHECK, nvml_count, skip_failing_nvml_check
 from optimlight.app.hooks import skip_idle_batch_hooks
 from optimlight.app.models import MLP
 from optimlight.app.module import EpochSums
@@ -100,6 +102,47 @@ def test_speed_settings_set_torch_threads_and_matmul_precision(compose_cfg, rest
     cfg = compose_cfg(["speed.num_threads=null"])  # null: torch's own settings are left as they are
     apply_speed_settings(cfg, instantiate(cfg.trainer, logger=False).num_devices)
     assert (torch.get_num_threads(), torch.get_float32_matmul_precision()) == before
+
+
+def adam_step_probes(monkeypatch) -> tuple[torch.optim.Optimizer, list[int]]:
+    """An Adam ready to step, and the list each NVML probe torch makes (through its own `_device_count_nvml`)
+    appends to."""
+    probes: list[int] = []
+    real = torch.cuda._device_count_nvml
+    monkeypatch.setattr(torch.cuda, "_device_count_nvml", lambda: probes.append(1) or real())
+    net = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(net.parameters())
+    net(torch.ones(1, 3)).sum().backward()
+    return optimizer, probes
+
+
+@pytest.mark.skipif(
+    not torch.backends.cuda.is_built() or nvml_count() != -1, reason="a CUDA build of torch where NVML cannot load"
+)
+def test_optimizer_steps_stop_loading_nvml_where_it_cannot_load(compose_cfg, restore_torch_settings, monkeypatch):
+    """Lightning's NVML-based check made every Adam step try to load libnvidia-ml and fail (~180 us a step here);
+    after the run's speed settings a step asks the CUDA runtime directly, which gives the same answer."""
+    monkeypatch.setenv(NVML_CHECK, "1")  # what `import lightning` sets
+    optimizer, probes = adam_step_probes(monkeypatch)
+    available = torch.cuda.is_available()
+    optimizer.step()
+    assert probes, "each step probes NVML while the check is on"
+    cfg = compose_cfg(["speed.num_threads=1"])
+    apply_speed_settings(cfg, instantiate(cfg.trainer, logger=False).num_devices)
+    probes.clear()
+    optimizer.step()
+    assert probes == [] and os.environ[NVML_CHECK] == "0"
+    assert torch.cuda.is_available() == available
+
+
+def test_the_nvml_check_stays_on_where_nvml_answers(monkeypatch):
+    """A GPU machine (NVML counts its devices): Lightning's fork-safe check is kept."""
+    monkeypatch.setenv(NVML_CHECK, "1")
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+    monkeypatch.setattr(torch.cuda, "_device_count_nvml", lambda: 1)
+    assert not skip_failing_nvml_check() and os.environ[NVML_CHECK] == "1"
+    monkeypatch.setattr(torch.cuda, "_device_count_nvml", lambda: -1)
+    assert skip_failing_nvml_check() and os.environ[NVML_CHECK] == "0"
 
 
 def test_speed_bench_quick_compares_the_paths_on_the_same_batches(fashion_mnist, capsys, restore_torch_settings):

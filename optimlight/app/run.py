@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from optimlight.app.callbacks import EpochTimer, LoaderPosition, NonFiniteLossError, RunLength
 from optimlight.app.config import config_choices
 from optimlight.app.csv_log import ResumeCSVHistory
+from optimlight.app.cuda_probe import skip_failing_nvml_check
 from optimlight.app.data import DataError
 from optimlight.app.hooks import skip_idle_batch_hooks
 from optimlight.app.loggers import build_loggers, log_config, log_summary, tracked
@@ -106,11 +107,12 @@ def thread_count(cfg: DictConfig, processes: int = 1, networks: int = 1) -> int 
 
 
 def apply_speed_settings(cfg: DictConfig, processes: int = 1, networks: int = 1) -> None:
-    """Thread count and float32 matmul precision: process-wide torch settings, set once the trainer is built (auto
-    counts its processes) and before anything trains.
+    """Thread count, float32 matmul precision and CUDA's availability check: process-wide torch settings, set once
+    the trainer is built (auto counts its processes) and before anything trains.
 
     With several processes on the node (DDP), OMP_NUM_THREADS carries the count: Lightning's launcher would
     otherwise set its own (cores // processes) in this process, and the ranks it starts read it."""
+    skip_failing_nvml_check()
     speed = cfg.get("speed") or {}
     threads, matmul = thread_count(cfg, processes, networks), speed.get("float32_matmul_precision")
     if threads:
