@@ -8,7 +8,7 @@
 
 All use the same model, initial weights, optimizer settings, batch size and epochs; (a), (b) and (d) also see the
 same batches in the same order. No path pays the failing NVML load that Lightning's import would put in every
-optimizer step on a machine without NVIDIA's driver (optimlight.app.cuda_probe). The machine is noisy, so the paths
+optimizer step on a machine without NVIDIA's driver (optimlight.plugin.cuda_probe). The machine is noisy, so the paths
 are interleaved round by round (the order rotates) and medians are compared.
 
 `--knobs` measures the speed settings instead: optimlight's path (a) with each knob on, against its defaults.
@@ -40,9 +40,9 @@ import torch
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from optimlight.app.cuda_probe import skip_failing_nvml_check
 from optimlight.app.data import MEAN, STD, FashionMNISTDataModule, default_data_dir, split_indices
 from optimlight.app.models import CNN, MLP
+from optimlight.plugin.cuda_probe import skip_failing_nvml_check
 from optimlight.tools.api import train
 
 MODELS = {"mlp": MLP, "cnn": CNN}

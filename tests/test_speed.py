@@ -24,11 +24,12 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from optimlight.app.csv_log import HistoryWriter
-from optimlight.app.cuda_probe import NVML_CHECK, nvml_count, skip_failing_nvml_check
 from optimlight.app.hooks import skip_idle_batch_hooks
 from optimlight.app.models import MLP
 from optimlight.app.module import EpochSums
 from optimlight.app.run import apply_speed_settings, build_module
+from optimlight.plugin import configure_optimizers
+from optimlight.plugin.cuda_probe import NVML_CHECK, nvml_count, skip_failing_nvml_check
 from optimlight.plugin.optimizers import build_optimizer
 from tests.conftest import load_bench
 
@@ -104,6 +105,11 @@ def test_speed_settings_set_torch_threads_and_matmul_precision(compose_cfg, rest
     assert (torch.get_num_threads(), torch.get_float32_matmul_precision()) == before
 
 
+needs_failing_nvml = pytest.mark.skipif(
+    not torch.backends.cuda.is_built() or nvml_count() != -1, reason="a CUDA build of torch where NVML cannot load"
+)
+
+
 def adam_step_probes(monkeypatch) -> tuple[torch.optim.Optimizer, list[int]]:
     """An Adam ready to step, and the list each NVML probe torch makes (through its own `_device_count_nvml`)
     appends to."""
@@ -116,9 +122,7 @@ def adam_step_probes(monkeypatch) -> tuple[torch.optim.Optimizer, list[int]]:
     return optimizer, probes
 
 
-@pytest.mark.skipif(
-    not torch.backends.cuda.is_built() or nvml_count() != -1, reason="a CUDA build of torch where NVML cannot load"
-)
+@needs_failing_nvml
 def test_optimizer_steps_stop_loading_nvml_where_it_cannot_load(compose_cfg, restore_torch_settings, monkeypatch):
     """Lightning's NVML-based check made every Adam step try to load libnvidia-ml and fail (~180 us a step here);
     after the run's speed settings a step asks the CUDA runtime directly, which gives the same answer."""
@@ -133,6 +137,38 @@ def test_optimizer_steps_stop_loading_nvml_where_it_cannot_load(compose_cfg, res
     optimizer.step()
     assert probes == [] and os.environ[NVML_CHECK] == "0"
     assert torch.cuda.is_available() == available
+
+
+@needs_failing_nvml
+def test_a_users_own_module_steps_without_the_nvml_load_through_configure_optimizers(monkeypatch):
+    """The plugin path: a LightningModule of the user's own that returns optimlight's `configure_optimizers`."""
+    monkeypatch.setenv(NVML_CHECK, "1")
+    _, probes = adam_step_probes(monkeypatch)
+
+    class Own(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(3, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return configure_optimizers(self, {"_target_": "torch.optim.Adam", "lr": 0.01})
+
+    seen: list[int] = []  # the probes so far, at the end of each training step
+
+    class ProbesAtEachStep(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(len(probes))
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(12, 3)), batch_size=4)
+    trainer = L.Trainer(
+        max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[ProbesAtEachStep()]
+    )
+    trainer.fit(Own(), loader)
+    assert len(seen) == 3 and len(set(seen)) == 1, seen  # no step probed NVML
+    assert os.environ[NVML_CHECK] == "0"
 
 
 def test_the_nvml_check_stays_on_where_nvml_answers(monkeypatch):

@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 from optimlight.app.callbacks import EpochTimer, LoaderPosition, NonFiniteLossError, RunLength
 from optimlight.app.config import config_choices
 from optimlight.app.csv_log import ResumeCSVHistory
-from optimlight.app.cuda_probe import skip_failing_nvml_check
 from optimlight.app.data import DataError
 from optimlight.app.hooks import skip_idle_batch_hooks
 from optimlight.app.loggers import build_loggers, log_config, log_summary, tracked
@@ -36,6 +35,7 @@ from optimlight.app.runlog import metrics_line, shown
 from optimlight.app.targets import TimeToTarget
 from optimlight.app.threads import auto_threads, busy_cores, launcher_jobs, step_flops
 from optimlight.app.tune import tune
+from optimlight.plugin.cuda_probe import skip_failing_nvml_check
 from optimlight.plugin.errors import ConfigError, first_line
 from optimlight.plugin.nodes import import_object, to_dict
 from optimlight.plugin.registry import scheduler_info

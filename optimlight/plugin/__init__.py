@@ -4,6 +4,7 @@ It imports torch and nothing of the app (data, models, Hydra's entry point), so 
 """
 
 from optimlight.plugin.configure import configure_optimizers
+from optimlight.plugin.cuda_probe import skip_failing_nvml_check
 from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.optimizers import build_optimizer, check_optimizer
 from optimlight.plugin.param_groups import no_decay_names, param_groups
@@ -23,4 +24,5 @@ __all__ = [
     "configure_optimizers",
     "no_decay_names",
     "param_groups",
+    "skip_failing_nvml_check",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from optimlight.plugin.cuda_probe import skip_failing_nvml_check
 from optimlight.plugin.optimizers import build_optimizer
 from optimlight.plugin.schedulers import build_scheduler
 
@@ -19,7 +20,11 @@ def configure_optimizers(module: Any, optimizer: Mapping, scheduler: Mapping | N
 
     Returns:
         What Lightning's `configure_optimizers` expects: the optimizer, or `{"optimizer", "lr_scheduler"}`.
+
+    It also turns off the failing NVML load that importing Lightning puts in every optimizer step on a machine
+    without NVIDIA's driver (`skip_failing_nvml_check`); the answer of `torch.cuda.is_available()` stays the same.
     """
+    skip_failing_nvml_check()
     opt = build_optimizer(module, optimizer)
     lr_scheduler = build_scheduler(opt, scheduler, module.trainer)
     return opt if lr_scheduler is None else {"optimizer": opt, "lr_scheduler": lr_scheduler}
