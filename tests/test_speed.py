@@ -110,16 +110,12 @@ needs_failing_nvml = pytest.mark.skipif(
 )
 
 
-def adam_step_probes(monkeypatch) -> tuple[torch.optim.Optimizer, list[int]]:
-    """An Adam ready to step, and the list each NVML probe torch makes (through its own `_device_count_nvml`)
-    appends to."""
+def nvml_probes(monkeypatch) -> list[int]:
+    """The list each NVML probe torch makes (through its own `_device_count_nvml`) appends to."""
     probes: list[int] = []
     real = torch.cuda._device_count_nvml
     monkeypatch.setattr(torch.cuda, "_device_count_nvml", lambda: probes.append(1) or real())
-    net = torch.nn.Linear(3, 2)
-    optimizer = torch.optim.Adam(net.parameters())
-    net(torch.ones(1, 3)).sum().backward()
-    return optimizer, probes
+    return probes
 
 
 @needs_failing_nvml
@@ -127,7 +123,10 @@ def test_optimizer_steps_stop_loading_nvml_where_it_cannot_load(compose_cfg, res
     """Lightning's NVML-based check made every Adam step try to load libnvidia-ml and fail (~180 us a step here);
     after the run's speed settings a step asks the CUDA runtime directly, which gives the same answer."""
     monkeypatch.setenv(NVML_CHECK, "1")  # what `import lightning` sets
-    optimizer, probes = adam_step_probes(monkeypatch)
+    probes = nvml_probes(monkeypatch)
+    net = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(net.parameters())
+    net(torch.ones(1, 3)).sum().backward()
     available = torch.cuda.is_available()
     optimizer.step()
     assert probes, "each step probes NVML while the check is on"
@@ -143,7 +142,7 @@ def test_optimizer_steps_stop_loading_nvml_where_it_cannot_load(compose_cfg, res
 def test_a_users_own_module_steps_without_the_nvml_load_through_configure_optimizers(monkeypatch):
     """The plugin path: a LightningModule of the user's own that returns optimlight's `configure_optimizers`."""
     monkeypatch.setenv(NVML_CHECK, "1")
-    _, probes = adam_step_probes(monkeypatch)
+    probes = nvml_probes(monkeypatch)
 
     class Own(L.LightningModule):
         def __init__(self):
