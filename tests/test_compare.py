@@ -1,5 +1,5 @@
 """Comparisons across seeds: the statistics against numpy/scipy, seeds that reach the data order, time-to-target,
-a real multirun's comparison table and its W&B run, and the tuning protocol's skipping of finished trials."""
+a real multirun's comparison table and its W&B run."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from scipy import stats
 from optimlight.app.data import FashionMNISTDataModule
 from optimlight.app.loggers import sweep_group_name
 from optimlight.app.targets import time_to_target, time_to_target_from_metrics
-from optimlight.tools import protocol
 from optimlight.tools.compare import holm, spread, welch_p
 from optimlight.tools.sweep import find_jobs
 from tests.conftest import TINY
@@ -173,39 +172,6 @@ def test_a_multirun_of_two_configurations_by_two_seeds_gives_two_rows_of_n_2(mul
     (table,) = report.logged("comparison/table")
     assert table["_type"] == "table-file" and table["nrows"] == 2
     assert report.logged("comparison/spread_curves")
-
-
-def test_protocol_selects_on_validation_and_a_rerun_skips_finished_trials(tmp_path, data_dir, monkeypatch, capfd):
-    out = tmp_path / "protocol"
-    args = [
-        "--optimizers",
-        "sgd,adam",
-        "--lrs",
-        "0.001,0.1",
-        "--seeds",
-        "2",
-        "--out",
-        str(out),
-        "--",
-        f"data.data_dir={data_dir}",
-        *TINY,
-    ]
-    assert protocol.main(args) == 0
-    trials = protocol.search_trials(out / "search")
-    assert {k: sorted(lr for lr, _ in v) for k, v in trials.items()} == {"sgd": [0.001, 0.1], "adam": [0.001, 0.1]}
-    for name, points in trials.items():
-        best = protocol.select(points)
-        assert dict(points)[best] == max(v for _, v in points)
-        finals = [j for j in find_jobs(out / "final") if f"optimizer={name}" in j.overrides]
-        assert sorted(j.overrides[2] for j in finals) == ["seed=1", "seed=2"]
-        assert all(f"optimizer.lr={best:g}" in j.overrides for j in finals)
-    report = (out / "protocol.md").read_text()
-    assert "| sgd | 2 (2) |" in report and "| adam | 2 (2) |" in report and "## Final comparison" in report
-    assert (out / "lr_sensitivity.png").stat().st_size > 10_000
-    capfd.readouterr()
-    assert protocol.main(args) == 0
-    printed = capfd.readouterr().out
-    assert printed.count("already holds a completed run") == 4 + 4  # 4 search trials, 2 x 2 final runs
 
 
 def test_performance_profile_across_two_workloads():

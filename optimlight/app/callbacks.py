@@ -19,6 +19,18 @@ from optimlight.plugin.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+class StopsRun(L.Callback):
+    """A callback that may end a run early with a status of its own (a tuning trial `pruned`): the run record takes
+    `stop_status`, and the run is not tested (selection reads validation; nothing reads a stopped trial's test)."""
+
+    stop_status: str | None = None
+
+
+def stop_status(callbacks: list[L.Callback]) -> str | None:
+    """The status a `StopsRun` callback ended the run with; None when the run went its length."""
+    return next((cb.stop_status for cb in callbacks if isinstance(cb, StopsRun) and cb.stop_status), None)
+
+
 class EpochTimer(L.Callback):
     """Logs `train/epoch_time`: seconds of each training epoch, validation excluded; keeps them in `epoch_times`.
 

@@ -28,14 +28,16 @@ CONFIG_DIR = str(find_config_dir())
 
 
 def register_launchers() -> None:
-    """Make `hydra/launcher=population` known to Hydra. Hydra finds plugins by listing the hydra_plugins package's
-    folders, which misses this one in an editable install (setuptools maps it through an import hook, not a
-    folder on sys.path); registering it by hand works for every install."""
+    """Make `hydra/launcher=population` and `hydra/sweeper=tune` known to Hydra. Hydra finds plugins by listing the
+    hydra_plugins package's folders, which misses these in an editable install (setuptools maps them through an
+    import hook, not a folder on sys.path); registering them by hand works for every install."""
     from hydra.core.plugins import Plugins
 
     from hydra_plugins.optimlight_population.population_launcher import PopulationLauncher
+    from hydra_plugins.optimlight_tune.tune_sweeper import TuneSweeper
 
     Plugins.instance().register(PopulationLauncher)
+    Plugins.instance().register(TuneSweeper)
 
 
 def compose_config(overrides: Sequence[str] = (), run_dir: str | Path = "outputs/api") -> DictConfig:

@@ -1,7 +1,8 @@
 """The run record, the one contract between a run and everything that reads it afterwards (sweep summaries,
 comparisons, reports, notebooks): `results.json` and the per-epoch metrics of `csv/metrics.csv`.
 
-results.json: `status` (completed | failed | preempted), `metrics` (final values of RESULT_METRICS, null when not
+results.json: `status` (completed | failed | preempted | pruned: a tuning trial its study stopped early),
+`metrics` (final values of RESULT_METRICS, null when not
 finite), `epoch_times` (seconds per training epoch), `mean_epoch_time`, `choices` (the option of each config
 group), and extras (`best_checkpoint`, `error`, ...).
 """

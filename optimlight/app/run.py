@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from optimlight.app.callbacks import EpochTimer, LoaderPosition, NonFiniteLossError, RunLength
+from optimlight.app.callbacks import EpochTimer, LoaderPosition, NonFiniteLossError, RunLength, stop_status
 from optimlight.app.config import config_choices
 from optimlight.app.csv_log import ResumeCSVHistory
 from optimlight.app.data import DataError
@@ -196,14 +196,16 @@ def train_and_test(cfg: DictConfig, out_dir: Path) -> float | None:
             # testing the best checkpoint restores the callbacks' state to that epoch: keep what the fit ended with
             epoch_times, time_to_target = list(timer.epoch_times), reached.record()
             metrics.update(trainer.callback_metrics)  # testing replaces callback_metrics: keep val/acc_best
-            # the best checkpoint if one was saved; else the final weights (callbacks=swa saves none: save_top_k 0)
-            saved_best = getattr(trainer.checkpoint_callback, "best_model_path", None)
-            # the path itself: "best" makes Lightning warn that it picks the first of the two ModelCheckpoints
-            trainer.test(module, datamodule=datamodule, ckpt_path=saved_best or None)
-            metrics.update(trainer.callback_metrics)
-            if trainer.is_global_zero:
-                log.info("test: %s", metrics_line({k: v for k, v in metrics.items() if k.startswith("test/")}))
-            status = "completed"
+            stopped = stop_status(trainer.callbacks)
+            if stopped is None:
+                # the best checkpoint if one was saved; else the final weights (callbacks=swa saves none: save_top_k 0)
+                saved_best = getattr(trainer.checkpoint_callback, "best_model_path", None)
+                # the path itself: "best" makes Lightning warn that it picks the first of the two ModelCheckpoints
+                trainer.test(module, datamodule=datamodule, ckpt_path=saved_best or None)
+                metrics.update(trainer.callback_metrics)
+                if trainer.is_global_zero:
+                    log.info("test: %s", metrics_line({k: v for k, v in metrics.items() if k.startswith("test/")}))
+            status = stopped or "completed"
         except SIGTERMException:
             status = "preempted"
             raise

@@ -90,12 +90,14 @@ def reached(job: Job, target: str) -> dict | None:
 
 @dataclass
 class Configuration:
-    """The completed jobs of one configuration (its overrides without the seed), and those that failed."""
+    """The completed jobs of one configuration (its overrides without the seed), and how many failed or were
+    pruned (a tuning trial its study stopped early: no result, and no failure either)."""
 
     label: str
     overrides: list[str]
     jobs: list[Job] = field(default_factory=list)
     failed: int = 0
+    pruned: int = 0
 
     def values(self, metric: str) -> list[float]:
         return [v for v in (job_value(job, metric) for job in self.jobs) if v is not None]
@@ -113,6 +115,8 @@ def configurations(jobs: Sequence[Job]) -> list[Configuration]:
             groups[key] = Configuration(label or "default", list(key))
         if job.status == "completed":
             groups[key].jobs.append(job)
+        elif job.status == "pruned":
+            groups[key].pruned += 1
         else:
             groups[key].failed += 1
     return list(groups.values())
@@ -135,11 +139,12 @@ def ranked(configs: Sequence[Configuration]) -> list[Configuration]:
 
 
 def comparison_rows(configs: Sequence[Configuration], targets: Sequence[str]) -> list[dict]:
-    """One row per configuration, ranked: n, failed, per metric mean/std/CI, per target the runs that reached it
+    """One row per configuration, ranked: n, failed, pruned, per metric mean/std/CI, per target the runs that reached it
     and the mean epoch and training seconds of those that did."""
     rows = []
     for rank, config in enumerate(ranked(configs), start=1):
-        row: dict = {"rank": rank, "configuration": config.label, "n": len(config.jobs), "failed": config.failed}
+        row: dict = {"rank": rank, "configuration": config.label, "n": len(config.jobs)}
+        row.update(failed=config.failed, pruned=config.pruned)
         for metric in METRICS:
             s = spread(config.values(metric))
             row.update(
@@ -213,7 +218,7 @@ def markdown(rows: Sequence[dict], lines: Sequence[str], targets: Sequence[str],
         cells = [
             str(row["rank"]),
             row["configuration"].replace("|", "\\|"),
-            f"{row['n']}" + (f" (+{row['failed']} failed)" if row["failed"] else ""),
+            f"{row['n']}" + "".join(f" (+{row[k]} {k})" for k in ("failed", "pruned") if row[k]),
         ]
         cells += [
             format_spread(Spread(row["n"], row[f"{m} mean"], row[f"{m} std"], row[f"{m} ci_low"], row[f"{m} ci_high"]))

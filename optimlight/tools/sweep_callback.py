@@ -3,7 +3,8 @@
 After every job: `summary.csv`/`summary.md` (one row per job) and `comparison.csv`/`comparison.md` (one row per
 configuration, seeds aggregated, with the verdict), so a sweep that stops at a failed job (Hydra's sweepers raise
 once the batch is done) still leaves them complete. At the end of the multirun: the report figures, and the
-comparison as one W&B run in the sweep's group (job_type `comparison`) when the jobs log to W&B.
+comparison as one W&B run in the sweep's group (job_type `comparison`) when the jobs log to W&B; for each stage
+of a tuning sweep (`search/`, `final/`) apart.
 """
 
 from __future__ import annotations
@@ -38,10 +39,16 @@ class SweepSummary(Callback):
         write_comparison(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        figures = write_report(sweep_dir)  # summary, comparison and figures
         wandb_node = OmegaConf.select(config, "logger.wandb")
-        if wandb_node and wandb_node.get("_target_"):
-            log_comparison_run(sweep_dir, figures, OmegaConf.to_container(wandb_node, resolve=False))
-        left = ", ".join(["summary.md", "comparison.md", *(path.name for path in figures)])
-        print(f"sweep dir {sweep_dir}: {left}", flush=True)  # last, after W&B's lines: what the sweep left
+        for sweep_dir in stage_dirs(Path(config.hydra.sweep.dir)):
+            figures = write_report(sweep_dir)  # summary, comparison and figures
+            if wandb_node and wandb_node.get("_target_"):
+                log_comparison_run(sweep_dir, figures, OmegaConf.to_container(wandb_node, resolve=False))
+            left = ", ".join(["summary.md", "comparison.md", *(path.name for path in figures)])
+            print(f"sweep dir {sweep_dir}: {left}", flush=True)  # last, after W&B's lines: what the sweep left
+
+
+def stage_dirs(sweep_dir: Path) -> list[Path]:
+    """The folders whose jobs are compared together: those `on_job_end` wrote a summary into (a tuning sweep's
+    `search/` and `final/`); the sweep dir itself for a plain sweep or before any job ended."""
+    return sorted({path.parent for path in sweep_dir.glob("**/summary.csv")}) or [sweep_dir]

@@ -1,0 +1,1 @@
+"""optimlight's Hydra plugins: the tuning sweeper."""
