@@ -4,7 +4,7 @@ Trains one DeepOBS baseline setting through optimlight (`experiment=deepobs_fmni
 learning rate DeepOBS tuned, `optimlight.tools.api.train`) and prints, per epoch, optimlight's test accuracy and
 loss beside DeepOBS's published values for that setting (mean and range over the seeds DeepOBS publishes) and the
 difference. The published values are in bench/deepobs_baselines.json, taken from DeepOBS's baseline files
-(docs/deepobs.md cites them). On a CPU, `--epochs` runs a prefix of the 100 epochs.
+(docs/explanation/deepobs.md cites them). On a CPU, `--epochs` runs a prefix of the 100 epochs.
 
     python bench/deepobs.py --problem 2c2d --optimizer adam --epochs 3 data.data_dir=../shared/data
     python bench/deepobs.py --problem mlp --optimizer sgd --epochs 3

@@ -46,7 +46,7 @@ from optimlight.plugin.cuda_probe import skip_failing_nvml_check
 from optimlight.tools.api import train
 
 MODELS = {"mlp": MLP, "cnn": CNN}
-OPTIMIZER = {"lr": 1e-3, "weight_decay": 1e-4}  # seed 003's AdamW (docs/fashion-mnist-experiment.md)
+OPTIMIZER = {"lr": 1e-3, "weight_decay": 1e-4}  # seed 003's AdamW (docs/explanation/fashion-mnist-experiment.md)
 
 
 def optimlight_path(model, epochs, batches, data_dir, work, knob=()) -> tuple[list[float], float]:

@@ -1,6 +1,7 @@
-"""Every command the README shows, as written: each `python train.py` / preview job composes and validates (a
-multirun once per swept value), each argparse command's arguments parse with the real parser, and each other
-command is one that `.ci/run` or a named test runs. A README command none of these covers fails the test."""
+"""Every command the README and the docs site (`docs/**/*.md`) show, as written: each `python train.py` / preview
+job composes and validates (a multirun once per swept value), each argparse command's arguments parse with the real
+parser, and each other command is one that `.ci/run` or a named test runs. A command none of these covers fails the
+test."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from optimlight.app.config import CONFIG_DIR
 from optimlight.app.validate import validate
 from tests.conftest import REPO, load_bench
 
-README = (REPO / "README.md").read_text()
+#: The pages whose commands are checked: the README, then every page of the docs site.
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 #: Hydra's flags that only change what is printed.
 HYDRA_FLAGS = {"--help": 0, "--cfg": 1, "-m": 0}
 #: Commands no test can run as written, and where what they do is checked instead.
@@ -41,11 +43,11 @@ def substitute(word: str, assigned: dict[str, str]) -> str:
     return re.sub(r"\$(\w+)", lambda m: assigned[m.group(1)], word)
 
 
-def shell_commands() -> list[list[str]]:
-    """Each command of the README's bash blocks as its argv: continuation lines joined, comments dropped, the
+def shell_commands(text: str) -> list[list[str]]:
+    """Each command of a page's bash blocks as its argv: continuation lines joined, comments dropped, the
     block's own `NAME=value` assignments and $HOME substituted, leading `VAR=value` environment settings kept."""
     commands = []
-    for block in re.findall(r"```(?:bash|sh)\n(.*?)```", README, re.S):
+    for block in re.findall(r"```(?:bash|sh)\n(.*?)```", text, re.S):
         assigned = {"HOME": os.environ["HOME"]}
         for line in block.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
@@ -60,10 +62,10 @@ def shell_commands() -> list[list[str]]:
     return commands
 
 
-def inline_train_commands() -> list[list[str]]:
-    """`python train.py ...` in the README's prose; those with a placeholder (`<p>`) or a user's own config dir
+def inline_train_commands(text: str) -> list[list[str]]:
+    """`python train.py ...` in a page's prose; those with a placeholder (`<p>`) or a user's own config dir
     are patterns, not commands."""
-    spans = re.findall(r"`(python train\.py [^`]*)`", README)
+    spans = re.findall(r"`(python train\.py [^`]*)`", text)
     return [shlex.split(" ".join(s.split())) for s in spans if "<" not in s and "my_conf" not in s]
 
 
@@ -139,13 +141,29 @@ def check_parses(main, argv: list[str], monkeypatch) -> argparse.Namespace:
     return parsed.value.args[0]
 
 
-def test_every_readme_command_is_checked(tmp_path, monkeypatch):
+def page_commands() -> list[tuple[str, list[str]]]:
+    """(page, argv) of every command the README and the docs show."""
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        name = str(page.relative_to(REPO))
+        found += [(name, without_env(c)) for c in shell_commands(text)] + [(name, c) for c in inline_train_commands(text)]
+    return found
+
+
+def test_the_docs_pages_are_read():
+    """The README and a page of each docs section are among the pages read, and each shows commands."""
+    by_page = {page for page, _ in page_commands()}
+    assert {"README.md", "docs/tutorials/first-run.md", "docs/how-to/sweeps.md", "docs/explanation/deepobs.md"} <= by_page
+
+
+def test_every_readme_and_docs_command_is_checked(tmp_path, monkeypatch):
     from optimlight.tools import protocol, report
 
-    commands = [without_env(c) for c in shell_commands()] + inline_train_commands()
-    assert len(commands) > 40  # the README's blocks were found
+    commands = page_commands()
+    assert len(commands) > 40  # the pages' blocks were found
     elsewhere = []
-    for words in commands:
+    for page, words in commands:
         line = " ".join(words)
         if words[:2] == ["python", "train.py"]:
             check_composes("config", hydra_overrides(words[2:]), tmp_path)
@@ -161,7 +179,7 @@ def test_every_readme_command_is_checked(tmp_path, monkeypatch):
             check_parses(bench.main, words[1:], monkeypatch)
         else:
             where = next((k for k in ELSEWHERE if line.startswith(k)), None)
-            assert where, f"README command checked nowhere: {line}"
+            assert where, f"{page}: command checked nowhere: {line}"
             elsewhere.append(where)
         monkeypatch.undo()
     assert set(elsewhere) == set(ELSEWHERE)  # no stale entry

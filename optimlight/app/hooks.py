@@ -1,8 +1,8 @@
 """Lightning's per-batch callback calls, without the ones that can only do nothing.
 
 Lightning calls every batch hook of every callback, overridden or not, each inside its profiler's context and with
-the callback's state key formatted into the action name (2.5 us a call on a 2-core CPU, 5 us for a ModelCheckpoint):
-a default run's 16 callbacks and six hooks a training step made 0.22 ms of each ~3 ms MLP step. Its dispatcher skips
+the callback's state key formatted into the action name: with a default run's 16 callbacks and six hooks a training
+step, a measurable share of a small MLP's step (docs/explanation/benchmarks.md). Its dispatcher skips
 an attribute that is not callable (`if callable(fn)`), so a hook set to None on the callback is never called.
 """
 

@@ -29,8 +29,8 @@ LOGGED_METRICS = {
 class EpochSums(nn.Module):
     """The training epoch's sums behind `train/loss` (the mean of the batch losses) and `train/acc` (correct
     predictions / samples), on the device: a step adds its loss in place and keeps its predictions (argmax), whose
-    hits are counted together every `COUNT_EVERY` batches. Two tensor ops a step: torchmetrics' MeanMetric and
-    MulticlassAccuracy updates cost 0.15 ms a step more, of a ~3 ms MLP step.
+    hits are counted together every `COUNT_EVERY` batches. Two tensor ops a step, where torchmetrics' MeanMetric and
+    MulticlassAccuracy updates cost a measurable share of a small MLP's step (docs/explanation/benchmarks.md).
 
     No buffers: DDP copies rank 0's buffers to every rank at each forward. The sums follow the module's device as
     torchmetrics' states do, and the state dict holds them (the kept predictions counted) as the module's extra

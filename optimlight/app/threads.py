@@ -2,11 +2,11 @@
 use and the processes it shares them with.
 
 A second thread pays only when each op has enough arithmetic to split, and a thread more than there are free cores
-costs far more than it saves: the README's first command (the seed MLP) ran 8x slower with two threads beside a
-busy process, and was 9% faster with two on an idle machine. So a process gets one thread, and one more per
+costs far more than it saves (the seed MLP gains a little from a second thread on an idle machine and loses many
+times that beside a busy process). So a process gets one thread, and one more per
 `FLOPS_PER_THREAD` of forward work a step, within its share of the cores that are free when it starts: the usable
 cores, less those other processes keep busy, divided among the launcher's parallel jobs and DDP's processes.
-`bench/threads.py` measures the threshold (README "Speed").
+`bench/threads.py` measures the threshold; docs/explanation/benchmarks.md ("Threads") has the dated figures.
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from optimlight.app.models import IMAGE_SHAPE
 
-#: Forward FLOPs of one training step per thread beyond the first. Measured by bench/threads.py on a 2-core VM
-#: (2026-12-02), s/epoch with 2 threads / with 1: logreg (1 MFLOP a step) 1.11, the seed MLP (30) 0.91, a CNN of
-#: 8-16 channels (49) 0.77, the seed MLP at batch 256 (120) 0.65, DeepOBS's MLP (171) 0.74, the CNN (543) 0.66. The seed
-#: MLP stays at one thread: 9% is not worth an 8x loss when a process starts beside it later.
+#: Forward FLOPs of one training step per thread beyond the first: the smallest step bench/threads.py found faster
+#: with two threads than with one (docs/explanation/benchmarks.md, "Threads"). The seed MLP stays below it at one
+#: thread: its small gain from a second thread is not worth the loss when a process starts beside it later.
 FLOPS_PER_THREAD = 4e7
 #: Hydra's joblib launcher, whose `n_jobs` jobs run at once, each in its own process.
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"

@@ -4,8 +4,8 @@ Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 when it is imported, so that `tor
 and does not initialize CUDA before a fork. Where NVML cannot be loaded (a CUDA build of torch on a machine without
 an NVIDIA driver: the CPU machines this project runs on), torch tries to load libnvidia-ml again at every call and
 then falls back to the CUDA runtime's device count anyway. Adam, AdamW, NAdam, RMSprop and the others call
-`is_available()` in every step (their CUDA-graph capture check): measured on the seed MLP, one thread, an Adam step
-took ~700 us with the failing NVML load and ~520 us without it.
+`is_available()` in every step (their CUDA-graph capture check), so the failing load is paid in every step
+(docs/explanation/benchmarks.md has the timings).
 """
 
 from __future__ import annotations
