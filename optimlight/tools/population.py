@@ -35,10 +35,9 @@ from optimlight.app.audit import format_table, group_rows
 from optimlight.app.callbacks import NonFiniteLossError
 from optimlight.app.csv_log import RunCSVLogger
 from optimlight.app.data import TensorBatches
-from optimlight.app.loggers import build_loggers, log_config, log_summary, start_wandb_run
+from optimlight.app.loggers import build_loggers, finish_wandb, log_config, start_wandb_run
 from optimlight.app.plan import limit_batches, plan_run
-from optimlight.app.record import write_results
-from optimlight.app.run import build_module
+from optimlight.app.run import build_module, record_run
 from optimlight.app.runlog import RUN_LOG, metrics_line
 from optimlight.app.targets import time_to_target
 from optimlight.plugin.errors import ConfigError
@@ -70,7 +69,6 @@ class Member:
 
     cfg: DictConfig
     out_dir: Path
-    choices: dict
     module: Any = None
     optimizer: torch.optim.Optimizer | None = None
     schedulers: list[LRSchedulerConfig] = field(default_factory=list)
@@ -433,9 +431,9 @@ class Population:
             row = {"train/acc": acc[k], "train/epoch_time": self._epoch_seconds, "train/loss": loss[k], "epoch": epoch}
             log_row(m, row, self.step - 1)
             step_schedulers(m, "epoch", epoch, plateau=True)
-            m.log.info("epoch %d: %s", epoch, metrics_line(h.metrics))
+            m.log.info("epoch %d: %s", epoch + 1, metrics_line(h.metrics))  # from 1, as a run alone counts
         self._save_all(epoch)
-        log.info("epoch %d (%.2f s): %s", epoch, self._epoch_seconds, self._line("val/acc"))
+        log.info("epoch %d (%.2f s): %s", epoch + 1, self._epoch_seconds, self._line("val/acc"))
 
     def _test(self) -> None:
         testing = [m for m in self.members if m.active]
@@ -493,7 +491,8 @@ def progress(cfg: DictConfig) -> tuple[int, int]:
 
 
 def write_record(member: Member, population_size: int, index: int) -> dict:
-    """The member's results.json, as a run alone writes it, and its W&B summary; the W&B run is finished."""
+    """The member's run record and W&B summary, as a run alone writes them (under the job's HydraConfig, whose
+    choices it records); the W&B run is finished."""
     h = member.history
     status = "completed" if member.status == "completed" else ("preempted" if member.status == "preempted" else "failed")
     extra: dict[str, Any] = {
@@ -505,10 +504,7 @@ def write_record(member: Member, population_size: int, index: int) -> dict:
     }
     if member.error:
         extra["error"] = member.error
-    record = write_results(member.out_dir, h.metrics, h.epoch_times, member.choices, status, **extra)
-    log_summary(member.loggers, record)
-    for logger in member.loggers:
-        if isinstance(logger, WandbLogger):
-            logger.experiment.finish(exit_code=0 if status == "completed" else 1)
+    record = record_run(member.out_dir, member.loggers, h.metrics, h.epoch_times, status, **extra)
+    finish_wandb(member.loggers, 0 if status == "completed" else 1)
     member.log.info("results: %s (run dir %s)", member.out_dir / "results.json", member.out_dir)
     return record
