@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from optimlight.app.audit import format_table, group_rows
 from optimlight.app.callbacks import NonFiniteLossError
 from optimlight.app.csv_log import RunCSVLogger
+from optimlight.app.dashboard import GradNorm, gradient_norm
 from optimlight.app.data import TensorBatches
 from optimlight.app.loggers import build_loggers, finish_wandb, log_config, start_wandb_run
 from optimlight.app.plan import limit_batches, plan_run
@@ -72,7 +73,8 @@ class Member:
     module: Any = None
     optimizer: torch.optim.Optimizer | None = None
     schedulers: list[LRSchedulerConfig] = field(default_factory=list)
-    lr_monitor: LearningRateMonitor | None = None
+    lr_monitor: LearningRateMonitor | None = None  # the member's own callbacks whose rules it follows
+    grad_norm: GradNorm | None = None
     loggers: list[Logger] = field(default_factory=list)
     log: logging.Logger | None = None
     history: History = field(default_factory=History)
@@ -121,6 +123,8 @@ def build_member(member: Member) -> None:
     member.loggers = build_loggers(cfg.logger)
     if member.loggers and member.has("lr_monitor"):
         member.lr_monitor = instantiate(cfg.callbacks.lr_monitor)
+    if member.loggers and member.has("grad_norm"):
+        member.grad_norm = instantiate(cfg.callbacks.grad_norm)
     for logger in member.loggers:
         if isinstance(logger, WandbLogger):
             start_wandb_run(logger)  # several W&B runs live in this process at once
@@ -255,28 +259,21 @@ class Population:
         return flat.view(k, b).mean(1)
 
     def _check_every(self) -> int:
+        """How often the losses are read for a non-finite one: the members' NonFiniteGuard's setting."""
         node = (self.cfg.callbacks or {}).get("nonfinite_guard") or {}
-        return int(node.get("check_every_n_steps", 50)) if node.get("_target_") else 1 << 62
+        return instantiate(node).check_every_n_steps if node.get("_target_") else 1 << 62
 
     def _logged(self, callback: str) -> list[Member]:
         return [m for m in self.members if m.active and m.loggers and m.has(callback)]
 
     def _log_step(self, losses: torch.Tensor) -> None:
-        norms = None
-        if self._logged("grad_norm"):
-            p = float(self.cfg.callbacks.grad_norm.get("norm_type", 2.0))
-            per_tensor = [torch.linalg.vector_norm(leaf.flatten(1), p, dim=1) for leaf in self._grads()]
-            norms = torch.linalg.vector_norm(torch.stack(per_tensor, 1), p, dim=1).tolist()
+        """Each member's step metrics: its loss, and its gradient norm as its GradNorm callback computes it."""
         values = losses.tolist()
         for k, m in enumerate(self.members):
             if m.active and m.loggers:
                 log_row(m, {"train/loss_step": values[k]}, self.step)
-                if norms is not None and m.has("grad_norm"):
-                    log_row(m, {"train/grad_norm": norms[k]}, self.step)
-
-    def _grads(self) -> list[torch.Tensor]:
-        """The stacked gradients, [K, ...] per parameter name, from the members' gradient views."""
-        return [torch.stack([param.grad for param in params]) for params in self.net.params.values()]
+                if m.grad_norm is not None and (norm := gradient_norm(m.module, m.grad_norm.norm_type)) is not None:
+                    log_row(m, {"train/grad_norm": float(norm)}, self.step)
 
     def _check_finite(self) -> None:
         bad = self.first_bad.tolist()
