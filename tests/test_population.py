@@ -13,11 +13,12 @@ from optimlight.app.callbacks import NonFiniteLossError
 from optimlight.tools.batched import BatchedNetwork
 from optimlight.tools.population_launcher import task_config, why_alone
 from optimlight.tools.sweep import find_jobs
-from tests.conftest import TINY
+from tests.conftest import REPO, TINY
 from tests.wandb_offline import offline_runs
 
 POPULATION = ["hydra/launcher=population", *TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=6"]
 STEP_ROWS = ["trainer.log_every_n_steps=2"]  # step metrics (lr, train/loss_step, grad_norm) on every other step
+SCHEDULERS = sorted(path.stem for path in (REPO / "conf" / "scheduler").glob("*.yaml"))
 
 
 def state(run_dir):
@@ -56,10 +57,54 @@ def test_members_equal_their_runs_alone_in_float64(multirun, train_run, tmp_path
         record, solo_record = job.results, json.loads((solo / "results.json").read_text())
         assert record["metrics"] == pytest.approx(solo_record["metrics"], rel=1e-6)
         assert record["choices"] == solo_record["choices"] and record["status"] == "completed"
-        assert (job.dir / "checkpoints" / "best.ckpt").exists() and "epoch 1:" in (job.dir / "train.log").read_text()
+        assert (job.dir / "checkpoints" / "best.ckpt").exists()
+        epochs = [
+            line.split("] - ")[1].split(":")[0]
+            for line in (job.dir / "train.log").read_text().splitlines()
+            if "] - epoch" in line
+        ]
+        assert epochs == ["epoch 1", "epoch 2"]  # counted from 1, as a run alone and time to target count
     # four different runs, not one copied: each member's weights are its own
     finals = [state(job.dir)["state_dict"]["net.1.weight"] for job in jobs]
     assert all(not torch.equal(finals[0], other) for other in finals[1:])
+
+
+def members_match_alone(sweep, train_run, tmp_path) -> list:
+    """Each member's metrics.csv (column names and values) and results.json metrics equal its run alone's."""
+    jobs = find_jobs(sweep)
+    for job in jobs:
+        solo = alone(train_run, tmp_path, job)
+        got, expected = history(job.dir), history(solo)
+        assert list(got.columns) == list(expected.columns), job.name
+        pd.testing.assert_frame_equal(got, expected, rtol=1e-6, obj=job.name)
+        solo_record = json.loads((solo / "results.json").read_text())
+        assert job.results["metrics"] == pytest.approx(solo_record["metrics"], rel=1e-6), job.name
+    return jobs
+
+
+def test_every_scheduler_option_trains_in_a_population_as_it_does_alone(multirun, train_run, tmp_path):
+    """Every option of conf/scheduler/ in one population, with one param group (`optimizer.no_decay=[]`: the lr
+    key keeps its group's name, `lr-AdamW/decay`): each member logs the names and values its run alone logs."""
+    sweep = tmp_path / "sweep"
+    members = f"hydra.launcher.max_members={len(SCHEDULERS)}"
+    overrides = [*POPULATION, *STEP_ROWS, "trainer.precision=64-true", "optimizer.no_decay=[]", members]
+    assert multirun([*overrides, f"scheduler={','.join(SCHEDULERS)}"], sweep) == 0
+    jobs = members_match_alone(sweep, train_run, tmp_path)
+    assert sorted(job.results["choices"]["scheduler"] for job in jobs) == SCHEDULERS
+    assert all(job.results["population"]["members"] == len(SCHEDULERS) for job in jobs)
+    assert "lr-AdamW/decay" in history(jobs[0].dir).columns
+
+
+def test_a_plateau_schedule_reduces_the_lr_of_members_as_alone(multirun, train_run, tmp_path):
+    """ReduceLROnPlateau steps on the monitored metric after validation: mode=max on val/loss (which falls)
+    reduces the lr after every epoch from the second on, in a population as alone."""
+    sweep = tmp_path / "sweep"
+    plateau = ["scheduler=plateau", "scheduler.patience=0", "scheduler.mode=max", "trainer.max_epochs=3"]
+    assert multirun([*POPULATION, *STEP_ROWS, "trainer.precision=64-true", *plateau, "seed=1,2"], sweep) == 0
+    jobs = members_match_alone(sweep, train_run, tmp_path)
+    lrs = history(jobs[0].dir)["lr-AdamW/decay"].dropna()
+    assert lrs.iloc[0] == pytest.approx(1e-3) and lrs.iloc[-1] == pytest.approx(1e-4)
+    assert all(job.results["population"]["members"] == 2 for job in jobs)
 
 
 def test_population_members_log_to_wandb_and_jobs_that_cannot_join_run_alone(multirun, tmp_path):

@@ -24,6 +24,9 @@ NOISE = (
     "`weights_only` was not set",  # Lightning's LR finder
     "Run `wandb online`",  # W&B's offline header, beside optimlight's own line
     "wandb: Run history:",  # W&B's closing panel: results.json and the test table hold it
+    "Loading `train_dataloader` to estimate number of stepping batches.",  # Lightning narrating a sized schedule
+    "Total FLOPs",  # the model summary's total (its FLOPs column stays)
+    "Total Flops",
 )
 
 
@@ -55,6 +58,7 @@ def test_tiny_run_prints_no_noise_and_train_log_is_the_runs_record(no_credential
         f"data.data_dir={data_dir}",
         *DEFAULT_LOGGERS_TINY,
         "trainer.max_epochs=2",
+        "scheduler=cosine",  # sized from the run: Lightning loads the training data early to count its batches
         *lr_find,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -62,6 +66,7 @@ def test_tiny_run_prints_no_noise_and_train_log_is_the_runs_record(no_credential
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
     assert [line for line in NOISE if line in output] == []
+    assert output.count("GPU available") == 1  # the trainer's device line, not the preflight check's too
     assert "smaller than the logging interval" in output  # a real warning (16 batches, log_every_n_steps=50) stays
     assert "W&B: no API key or login found, logging offline; upload later with: wandb sync" in output
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))  # silent, not disabled
@@ -79,7 +84,8 @@ def test_tiny_run_prints_no_noise_and_train_log_is_the_runs_record(no_credential
         ["AdamW/no_decay", "0"],
     ]
     epochs = [m for m in messages if m.startswith("epoch ")]
-    assert [m.split(":")[0] for m in epochs] == ["epoch 0", "epoch 1"]
+    assert [m.split(":")[0] for m in epochs] == ["epoch 1", "epoch 2"]  # counted from 1, as time to target counts
+    assert "Trainable params" in log and "FLOPs" in log  # the model summary is the run's record too
     assert all("train/loss=" in m and "val/acc=" in m for m in epochs)
     (test,) = [m for m in messages if m.startswith("test: ")]
     assert "test/acc=" in test and "test/loss=" in test
@@ -96,4 +102,4 @@ def test_sweep_ends_with_what_it_left(no_credentials, multirun, tmp_path, capfd)
         assert (sweep_dir / name).is_file(), name
     assert list(sweep_dir.glob("wandb/offline-run-*"))  # the comparison's W&B run, offline and silent
     for job in ("0", "1"):
-        assert "epoch 0: " in Path(sweep_dir / job / "train.log").read_text()
+        assert "epoch 1: " in Path(sweep_dir / job / "train.log").read_text()

@@ -6,11 +6,14 @@ import logging
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 from typing_extensions import override
 
 from optimlight.app.runlog import metrics_line
@@ -80,7 +83,7 @@ class EpochTimer(L.Callback):
         self.epoch_times.append(self._elapsed)
         self._elapsed = 0.0
         pl_module.log("train/epoch_time", self.epoch_times[-1], on_step=False, on_epoch=True, sync_dist=True)
-        self._unprinted_epoch = trainer.current_epoch
+        self._unprinted_epoch = trainer.current_epoch + 1  # counted from 1 where users read it (time to target too)
 
     def print_epoch_line(self, trainer) -> None:
         """The finished epoch's metrics, printed when the next epoch (or the training) starts or ends: the module
@@ -102,6 +105,29 @@ class EpochTimer(L.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.epoch_times = list(state_dict.get("epoch_times", []))
         self._elapsed, self._start = float(state_dict.get("elapsed", 0.0)), None
+
+
+class RunSummary(ModelSummary):
+    """Lightning's model summary (each layer's parameters, FLOPs and shapes; the totals) as a line of the run's
+    log, so train.log holds it as the console shows it; without the total FLOPs of one image's forward pass,
+    which nothing compares."""
+
+    @staticmethod
+    @override
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs: Any,
+    ) -> None:
+        # Lightning's own table, the one its plain ModelSummary logs
+        table = _format_summary_table(
+            total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, *summary_data
+        )
+        log.info("model summary:\n%s", "\n".join(line for line in table.splitlines() if not line.endswith("Total Flops")))
 
 
 class RNGState(L.Callback):

@@ -28,9 +28,16 @@ class GradNorm(L.Callback):
         if not is_logging_step(trainer) or trainer.global_step == self._logged_step:
             return
         self._logged_step = trainer.global_step
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        if grads:
-            log_step_metrics(trainer, {"train/grad_norm": torch.nn.utils.get_total_norm(grads, self.norm_type)})
+        norm = gradient_norm(pl_module, self.norm_type)
+        if norm is not None:
+            log_step_metrics(trainer, {"train/grad_norm": norm})
+
+
+def gradient_norm(module: torch.nn.Module, norm_type: float) -> torch.Tensor | None:
+    """The `norm_type`-norm of all of `module`'s gradients together (None when it has none): `train/grad_norm` of
+    a run alone and of a population member."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads, norm_type) if grads else None
 
 
 def display_image(image: torch.Tensor) -> torch.Tensor:

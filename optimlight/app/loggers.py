@@ -202,8 +202,13 @@ def tracked(loggers: Iterable[Logger]) -> Iterator[None]:
         yield
         exit_code = 0
     finally:
-        for logger in _wandb_loggers(loggers):
-            logger.experiment.finish(exit_code=exit_code)
+        finish_wandb(loggers, exit_code)
+
+
+def finish_wandb(loggers: Iterable[Logger], exit_code: int) -> None:
+    """Finish the loggers' W&B runs with `exit_code` (0: the run completed)."""
+    for logger in _wandb_loggers(loggers):
+        logger.experiment.finish(exit_code=exit_code)
 
 
 def log_summary(loggers: Iterable[Logger], record: Mapping) -> None:

@@ -8,14 +8,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -29,7 +31,7 @@ from optimlight.app.hooks import skip_idle_batch_hooks
 from optimlight.app.loggers import build_loggers, log_config, log_summary, tracked
 from optimlight.app.module import Classifier
 from optimlight.app.preflight import preflight
-from optimlight.app.quiet import quiet_dependencies
+from optimlight.app.quiet import lightning_info_off, quiet_dependencies
 from optimlight.app.record import read_results, record_failure, write_results
 from optimlight.app.runlog import metrics_line, shown
 from optimlight.app.targets import TimeToTarget
@@ -144,6 +146,16 @@ def error_text(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, (ConfigError, DataError, NonFiniteLossError)) else first_line(exc)
 
 
+def record_run(
+    out_dir: Path, loggers: Sequence[Logger], metrics: Mapping, epoch_times: Sequence[float], status: str, **extra: Any
+) -> dict:
+    """The run record (results.json) from the run's final metrics, epoch times and status, made the W&B runs'
+    summary too: what a run alone and a population member leave, written by this one function."""
+    record = write_results(out_dir, metrics, epoch_times, config_choices(), status, **extra)
+    log_summary(loggers, record)
+    return record
+
+
 def run(cfg: DictConfig) -> float | None:
     """Train and test one configuration; return `val/acc_best` (what a sweeper maximizes).
 
@@ -165,7 +177,8 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def train_and_test(cfg: DictConfig, out_dir: Path) -> float | None:
-    preflight(cfg)
+    with lightning_info_off():
+        preflight(cfg)
     if cfg.get("skip_completed"):
         done = read_results(out_dir)
         if done.get("status") == "completed":
@@ -211,16 +224,15 @@ def train_and_test(cfg: DictConfig, out_dir: Path) -> float | None:
             raise
         finally:
             if trainer.is_global_zero:
-                record = write_results(
+                record_run(
                     out_dir,
+                    trainer.loggers,
                     metrics or trainer.callback_metrics,
                     timer.epoch_times if epoch_times is None else epoch_times,
-                    config_choices(),
                     status,
                     best_checkpoint=getattr(trainer.checkpoint_callback, "best_model_path", None) or None,
                     time_to_target=reached.record() if time_to_target is None else time_to_target,
                 )
-                log_summary(trainer.loggers, record)
     if trainer.is_global_zero:  # last, after W&B's closing lines: what the run left
         log.info("results: %s (run dir %s)", out_dir / "results.json", out_dir)
     best = metrics.get("val/acc_best")

@@ -18,25 +18,30 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.core.optimizer import _configure_schedulers_automatic_opt
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.types import LRSchedulerConfig
 from omegaconf import DictConfig, OmegaConf
 
 from optimlight.app.audit import format_table, group_rows
 from optimlight.app.callbacks import NonFiniteLossError
 from optimlight.app.csv_log import RunCSVLogger
+from optimlight.app.dashboard import GradNorm, gradient_norm
 from optimlight.app.data import TensorBatches
-from optimlight.app.loggers import build_loggers, log_config, log_summary, start_wandb_run
+from optimlight.app.loggers import build_loggers, finish_wandb, log_config, start_wandb_run
 from optimlight.app.plan import limit_batches, plan_run
-from optimlight.app.record import write_results
-from optimlight.app.run import build_module
+from optimlight.app.run import build_module, record_run
 from optimlight.app.runlog import RUN_LOG, metrics_line
 from optimlight.app.targets import time_to_target
+from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.optimizers import build_optimizer
 from optimlight.plugin.schedulers import build_scheduler
 from optimlight.tools.batched import BatchedNetwork
@@ -65,10 +70,11 @@ class Member:
 
     cfg: DictConfig
     out_dir: Path
-    choices: dict
     module: Any = None
     optimizer: torch.optim.Optimizer | None = None
-    schedulers: list[dict] = field(default_factory=list)
+    schedulers: list[LRSchedulerConfig] = field(default_factory=list)
+    lr_monitor: LearningRateMonitor | None = None  # the member's own callbacks whose rules it follows
+    grad_norm: GradNorm | None = None
     loggers: list[Logger] = field(default_factory=list)
     log: logging.Logger | None = None
     history: History = field(default_factory=History)
@@ -112,8 +118,13 @@ def build_member(member: Member) -> None:
     optimizer_node = OmegaConf.to_container(cfg.optimizer, resolve=True)
     member.optimizer = build_optimizer(member.module, optimizer_node)
     schedule = build_scheduler(member.optimizer, OmegaConf.to_container(cfg.scheduler, resolve=True), plan_run(cfg))
-    member.schedulers = [schedule] if schedule else []
+    # Lightning's own reading of configure_optimizers' scheduler dict (defaults, reduce_on_plateau, monitor checks)
+    member.schedulers = _configure_schedulers_automatic_opt([schedule], None) if schedule else []
     member.loggers = build_loggers(cfg.logger)
+    if member.loggers and member.has("lr_monitor"):
+        member.lr_monitor = instantiate(cfg.callbacks.lr_monitor)
+    if member.loggers and member.has("grad_norm"):
+        member.grad_norm = instantiate(cfg.callbacks.grad_norm)
     for logger in member.loggers:
         if isinstance(logger, WandbLogger):
             start_wandb_run(logger)  # several W&B runs live in this process at once
@@ -124,12 +135,43 @@ def build_member(member: Member) -> None:
         member.log.info("%s", format_table(rows))
 
 
-def lr_metrics(optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """What LearningRateMonitor logs of one optimizer: `lr-<Class>` or `lr-<Class>/<group name>` per group."""
-    groups, name = optimizer.param_groups, f"lr-{type(optimizer).__name__}"
-    if len(groups) == 1:
-        return {name: float(groups[0]["lr"])}
-    return {f"{name}/{group.get('name', f'pg{i}')}": float(group["lr"]) for i, group in enumerate(groups, start=1)}
+def lr_metrics(member: Member) -> dict[str, float]:
+    """What the member's LearningRateMonitor logs at a training step, names and values as Lightning's callback
+    makes them (`lr-AdamW/decay`, a scheduler's `name`, momentum and weight decay when the callback asks)."""
+    monitor = member.lr_monitor
+    if monitor is None or monitor.logging_interval == "epoch":
+        return {}
+    # what the callback reads of a Trainer in `on_train_batch_start`
+    trainer = SimpleNamespace(
+        lr_scheduler_configs=member.schedulers,
+        optimizers=[member.optimizer],
+        callback_metrics={},
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
+    )
+    return {
+        name: float(value)
+        for name, value in monitor._extract_stats(trainer, "any" if monitor.logging_interval else "step").items()
+    }
+
+
+def step_schedulers(member: Member, interval: str, index: int, plateau: bool) -> None:
+    """Lightning's rule (`_TrainingEpochLoop._update_learning_rates`): after batch `index` (interval `step`) or
+    epoch `index` (`epoch`), every scheduler of that interval whose frequency divides index + 1 steps through the
+    module's `lr_scheduler_step` hook; `plateau` picks the metric-watching ones (after validation), which step on
+    their monitored metric (a missing one fails the member when `strict`, else the step is skipped)."""
+    for config in member.schedulers:
+        if config.reduce_on_plateau != plateau or config.interval != interval or (index + 1) % config.frequency:
+            continue
+        value = None
+        if config.reduce_on_plateau:
+            value = member.history.metrics.get(config.monitor)
+            if value is None:
+                if config.strict:
+                    raise ConfigError(
+                        "scheduler.monitor", config.monitor, f"a metric of this run: {', '.join(member.history.metrics)}"
+                    )
+                continue
+        member.module.lr_scheduler_step(config.scheduler, value)
 
 
 def log_row(member: Member, metrics: dict[str, float], step: int) -> None:
@@ -180,7 +222,9 @@ class Population:
             logging_step = (self.step + 1) % log_every == 0
             if logging_step:
                 for m in self._logged("lr_monitor"):
-                    log_row(m, lr_metrics(m.optimizer), self.step)
+                    lrs = lr_metrics(m)
+                    m.history.metrics.update(lrs)  # as the callback's callback_metrics: the epoch line shows them
+                    log_row(m, lrs, self.step)
             leaves = self.net.leaves()
             logits = self.net.forward(xb, leaves)
             losses = self._losses(logits, yb)
@@ -196,9 +240,8 @@ class Population:
                 if m.active:
                     m.optimizer.step()
                 m.optimizer.zero_grad(set_to_none=True)
-                for sched in m.schedulers:
-                    if m.active and sched["interval"] == "step" and (i + 1) % sched["frequency"] == 0:
-                        sched["scheduler"].step()
+                if m.active:
+                    step_schedulers(m, "step", i, plateau=False)
             self.step += 1
             if self.step % check_every == 0:
                 self._check_finite()
@@ -216,28 +259,21 @@ class Population:
         return flat.view(k, b).mean(1)
 
     def _check_every(self) -> int:
+        """How often the losses are read for a non-finite one: the members' NonFiniteGuard's setting."""
         node = (self.cfg.callbacks or {}).get("nonfinite_guard") or {}
-        return int(node.get("check_every_n_steps", 50)) if node.get("_target_") else 1 << 62
+        return instantiate(node).check_every_n_steps if node.get("_target_") else 1 << 62
 
     def _logged(self, callback: str) -> list[Member]:
         return [m for m in self.members if m.active and m.loggers and m.has(callback)]
 
     def _log_step(self, losses: torch.Tensor) -> None:
-        norms = None
-        if self._logged("grad_norm"):
-            p = float(self.cfg.callbacks.grad_norm.get("norm_type", 2.0))
-            per_tensor = [torch.linalg.vector_norm(leaf.flatten(1), p, dim=1) for leaf in self._grads()]
-            norms = torch.linalg.vector_norm(torch.stack(per_tensor, 1), p, dim=1).tolist()
+        """Each member's step metrics: its loss, and its gradient norm as its GradNorm callback computes it."""
         values = losses.tolist()
         for k, m in enumerate(self.members):
             if m.active and m.loggers:
                 log_row(m, {"train/loss_step": values[k]}, self.step)
-                if norms is not None and m.has("grad_norm"):
-                    log_row(m, {"train/grad_norm": norms[k]}, self.step)
-
-    def _grads(self) -> list[torch.Tensor]:
-        """The stacked gradients, [K, ...] per parameter name, from the members' gradient views."""
-        return [torch.stack([param.grad for param in params]) for params in self.net.params.values()]
+                if m.grad_norm is not None and (norm := gradient_norm(m.module, m.grad_norm.norm_type)) is not None:
+                    log_row(m, {"train/grad_norm": float(norm)}, self.step)
 
     def _check_finite(self) -> None:
         bad = self.first_bad.tolist()
@@ -299,7 +335,7 @@ class Population:
             "pytorch-lightning_version": L.__version__,
             "state_dict": {name: value.detach().clone() for name, value in m.module.state_dict().items()},
             "optimizer_states": [m.optimizer.state_dict()],
-            "lr_schedulers": [s["scheduler"].state_dict() for s in m.schedulers],
+            "lr_schedulers": [config.scheduler.state_dict() for config in m.schedulers],
             "hyper_parameters": dict(m.module.hparams),
             "population": {
                 "next_epoch": next_epoch,
@@ -334,8 +370,8 @@ class Population:
             checkpoint = torch.load(path, map_location=self.device, weights_only=False)
             m.module.load_state_dict(checkpoint["state_dict"])  # copies into the batched storage
             m.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
-            for sched, state in zip(m.schedulers, checkpoint["lr_schedulers"]):
-                sched["scheduler"].load_state_dict(state)
+            for config, state in zip(m.schedulers, checkpoint["lr_schedulers"]):
+                config.scheduler.load_state_dict(state)
             progress = checkpoint["population"]
             m.history = History(**progress["history"])
             best = m.checkpoints / f"{m.cfg.callbacks.model_checkpoint.filename}.ckpt" if m.has("model_checkpoint") else None
@@ -379,13 +415,7 @@ class Population:
         for m in self.members:
             if m.active:
                 m.history.epoch_times.append(self._epoch_seconds)
-                for sched in m.schedulers:
-                    if (
-                        sched["interval"] == "epoch"
-                        and not sched.get("reduce_on_plateau")
-                        and (epoch + 1) % sched["frequency"] == 0
-                    ):
-                        sched["scheduler"].step()
+                step_schedulers(m, "epoch", epoch, plateau=False)
         every = self.trainer.check_val_every_n_epoch or 1
         if (epoch + 1) % every == 0 and self.trainer.limit_val_batches != 0:
             self._validate(epoch)
@@ -397,14 +427,10 @@ class Population:
             h.metrics.update({"train/loss": loss[k], "train/acc": acc[k], "train/epoch_time": self._epoch_seconds})
             row = {"train/acc": acc[k], "train/epoch_time": self._epoch_seconds, "train/loss": loss[k], "epoch": epoch}
             log_row(m, row, self.step - 1)
-            for sched in m.schedulers:
-                if sched.get("reduce_on_plateau") and (epoch + 1) % sched["frequency"] == 0:
-                    value = h.metrics.get(sched["monitor"])
-                    if value is not None:
-                        sched["scheduler"].step(value)
-            m.log.info("epoch %d: %s", epoch, metrics_line(h.metrics))
+            step_schedulers(m, "epoch", epoch, plateau=True)
+            m.log.info("epoch %d: %s", epoch + 1, metrics_line(h.metrics))  # from 1, as a run alone counts
         self._save_all(epoch)
-        log.info("epoch %d (%.2f s): %s", epoch, self._epoch_seconds, self._line("val/acc"))
+        log.info("epoch %d (%.2f s): %s", epoch + 1, self._epoch_seconds, self._line("val/acc"))
 
     def _test(self) -> None:
         testing = [m for m in self.members if m.active]
@@ -462,7 +488,8 @@ def progress(cfg: DictConfig) -> tuple[int, int]:
 
 
 def write_record(member: Member, population_size: int, index: int) -> dict:
-    """The member's results.json, as a run alone writes it, and its W&B summary; the W&B run is finished."""
+    """The member's run record and W&B summary, as a run alone writes them (under the job's HydraConfig, whose
+    choices it records); the W&B run is finished."""
     h = member.history
     status = "completed" if member.status == "completed" else ("preempted" if member.status == "preempted" else "failed")
     extra: dict[str, Any] = {
@@ -474,10 +501,7 @@ def write_record(member: Member, population_size: int, index: int) -> dict:
     }
     if member.error:
         extra["error"] = member.error
-    record = write_results(member.out_dir, h.metrics, h.epoch_times, member.choices, status, **extra)
-    log_summary(member.loggers, record)
-    for logger in member.loggers:
-        if isinstance(logger, WandbLogger):
-            logger.experiment.finish(exit_code=0 if status == "completed" else 1)
+    record = record_run(member.out_dir, member.loggers, h.metrics, h.epoch_times, status, **extra)
+    finish_wandb(member.loggers, 0 if status == "completed" else 1)
     member.log.info("results: %s (run dir %s)", member.out_dir / "results.json", member.out_dir)
     return record

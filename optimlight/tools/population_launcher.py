@@ -35,9 +35,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from optimlight.app.callbacks import NonFiniteLossError
-from optimlight.app.config import config_choices
+from optimlight.app.config import CONFIG_DIR, config_choices
 from optimlight.app.preflight import preflight
-from optimlight.app.quiet import quiet_dependencies
+from optimlight.app.quiet import lightning_info_off, quiet_dependencies
 from optimlight.app.record import read_results, record_failure
 from optimlight.app.run import apply_speed_settings, error_text
 from optimlight.plugin.errors import ConfigError
@@ -47,10 +47,10 @@ from optimlight.tools.batched import unbatchable
 from optimlight.tools.population import PRECISIONS, Member, Population, build_member, progress, write_record
 
 log = logging.getLogger(__name__)
-#: The callbacks a population does for its members (conf/callbacks/default.yaml); any other makes a job run alone.
+#: The callbacks a population does for its members: those of conf/callbacks/default.yaml; any other makes a job
+#: run alone.
 POPULATION_CALLBACKS = frozenset(
-    ("schedule_free", "model_checkpoint", "last_checkpoint", "rng_state", "preemption", "nonfinite_guard", "lr_monitor")
-    + ("param_audit", "grad_norm", "test_predictions", "progress_bar")
+    name for name, node in OmegaConf.load(Path(CONFIG_DIR, "callbacks", "default.yaml")).items() if node
 )
 #: What members of one population may differ in: each member has its own.
 OWN_KEYS = ("optimizer", "scheduler", "seed")
@@ -199,12 +199,13 @@ class PopulationLauncher:
         """The job's member, built; or its JobReturn when it fails before training or was completed before."""
         cfg = job.task_cfg
         try:
-            preflight(cfg)
+            with lightning_info_off():
+                preflight(cfg)
             if cfg.get("skip_completed") and read_results(job.out_dir).get("status") == "completed":
                 log.info("skip_completed: %s already holds a completed run", job.out_dir)
                 return self._job_end(job, read_results(job.out_dir)["metrics"].get("val/acc_best"))
             OmegaConf.resolve(cfg)  # the run dir's paths, W&B names: resolved while this job's HydraConfig is set
-            member = Member(cfg=cfg, out_dir=job.out_dir, choices=config_choices())
+            member = Member(cfg=cfg, out_dir=job.out_dir)
             build_member(member)
             return member
         except Exception as exc:
