@@ -34,6 +34,7 @@ ELSEWHERE = {
     "pip install -e .[extra-optimizers]": ".ci/run installs .[dev], which includes it; tests/test_optimizers_beyond.py trains lion",
     "python -m pytest": ".ci/run's last line",
     "wandb sync": "needs W&B credentials and the network; tests/test_run_output.py checks the offline run it uploads",
+    "optuna-dashboard": "serves until stopped; tests/test_tune.py reads the same sqlite:///.../optuna.db with Optuna",
     "jupyter execute": "13 minutes; tests/test_notebooks.py executes the same notebooks in quick mode",
 }
 
@@ -158,7 +159,7 @@ def test_the_docs_pages_are_read():
 
 
 def test_every_readme_and_docs_command_is_checked(tmp_path, monkeypatch):
-    from optimlight.tools import protocol, report
+    from optimlight.tools import report
 
     commands = page_commands()
     assert len(commands) > 40  # the pages' blocks were found
@@ -169,9 +170,6 @@ def test_every_readme_and_docs_command_is_checked(tmp_path, monkeypatch):
             check_composes("config", hydra_overrides(words[2:]), tmp_path)
         elif words[:3] == ["python", "-m", "optimlight.tools.preview"]:
             check_composes("preview", hydra_overrides(words[3:]), tmp_path)
-        elif words[:3] == ["python", "-m", "optimlight.tools.protocol"]:
-            args = check_parses(protocol.main, ["protocol", *words[3:]], monkeypatch)
-            assert args.optimizers and args.overrides
         elif words[:3] == ["python", "-m", "optimlight.tools.report"]:
             assert check_parses(report.main, ["report", *words[3:]], monkeypatch).sweep_dir
         elif words[0] == "python" and words[1].startswith("bench/"):
