@@ -84,7 +84,7 @@ class Check:
         except Exception:  # results.json has the error, unless the config did not compose
             if not read_results(run_dir):
                 raise
-        self.record(label, command, [read_results(run_dir)], start)
+        self.record(label, command, [read_results(run_dir)], time.perf_counter() - start)
 
     def process(self, label: str, overrides: list[str]) -> None:
         """`python train.py <overrides>` in a process of its own, stopped (with its ranks) by the step's timer."""
@@ -103,7 +103,7 @@ class Check:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         results = read_results(run_dir) or {"status": "failed", "error": (output.strip().splitlines() or ["no output"])[-1]}
-        self.record(label, command, [results], start)
+        self.record(label, command, [results], time.perf_counter() - start)
 
     def multirun(self, label: str, overrides: list[str]) -> None:
         """`python train.py -m <overrides>` in this process."""
@@ -111,17 +111,18 @@ class Check:
         if self.dry:
             jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)[0]
             return self.preflight(label, command, jobs, population="hydra/launcher=population" in overrides)
-        start = time.perf_counter()
-        _, jobs = timed_multirun(overrides, str(self.work))
-        self.record(label, command, [job.results for job in jobs], start)
+        wall, jobs = timed_multirun(overrides, str(self.work))
+        self.record(label, command, [job.results for job in jobs], wall)
+        choices = [" ".join(f"{g}={job.results['choices'][g]}" for g in ("optimizer", "scheduler")) for job in jobs]
+        self.records[label]["test_acc_by_job"] = dict(zip(choices, [job.metric("test/acc") for job in jobs]))
 
-    def record(self, label: str, command: str, results: list[dict], start: float) -> None:
+    def record(self, label: str, command: str, results: list[dict], wall: float) -> None:
         """The run's (or the sweep's jobs') status, median s/epoch, first epoch, mean test accuracy and wall seconds."""
         failed = [r for r in results if r.get("status") != "completed"]
         epochs = [t for r in results for t in r.get("epoch_times", [])]
         accs = [r["metrics"]["test/acc"] for r in results if r.get("metrics", {}).get("test/acc") is not None]
         rec: dict = {"status": "failed" if failed or not results else "completed", "command": command}
-        rec.update(wall_s=round(time.perf_counter() - start, 1), jobs=len(results))
+        rec.update(wall_s=round(wall, 1), jobs=len(results))
         if failed:
             rec["error"] = failed[0].get("error") or "no results.json"
         if epochs:
@@ -208,7 +209,12 @@ def population(check: Check) -> dict:
     if check.dry or together["status"] != "completed" or alone["status"] != "completed":
         return {}
     one_by_one = alone["wall_s"] * n / alone["jobs"]  # the sample's wall, scaled to all n
-    return {"one_by_one_36_s": round(one_by_one, 1), "population_over_one_by_one": round(together["wall_s"] / one_by_one, 3)}
+    pairs = [(together["test_acc_by_job"][job], acc) for job, acc in alone["test_acc_by_job"].items()]
+    return {
+        "one_by_one_36_s": round(one_by_one, 1),
+        "population_over_one_by_one": round(together["wall_s"] / one_by_one, 3),
+        "largest_test_acc_gap": round(max(abs(a - b) for a, b in pairs), 4),  # a member against the same run alone
+    }
 
 
 #: name: (step, time budget in seconds on one H100). On one GPU the budgets and START_S stay within LIMIT_S.
