@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from functools import partial
@@ -43,30 +44,43 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from optimlight.app.data import MEAN, STD, FashionMNISTDataModule, default_data_dir, split_indices
 from optimlight.app.models import CNN, MLP
 from optimlight.plugin.cuda_probe import skip_failing_nvml_check
-from optimlight.tools.api import train
+from optimlight.tools.api import multirun, train
+from optimlight.tools.sweep import find_jobs
 
 MODELS = {"mlp": MLP, "cnn": CNN}
 OPTIMIZER = {"lr": 1e-3, "weight_decay": 1e-4}  # seed 003's AdamW (docs/explanation/fashion-mnist-experiment.md)
 
 
-def optimlight_path(model, epochs, batches, data_dir, work, knob=()) -> tuple[list[float], float]:
+#: The default loggers (W&B + CSV), without the network.
+WANDB_OFFLINE = ("logger.wandb.mode=offline",)
+
+
+def run_overrides(model, epochs, batches, data_dir, accelerator="cpu", logging=WANDB_OFFLINE) -> list[str]:
+    """What every bench run shares: the model, data, epochs (and batches per epoch), no sanity check, the loggers."""
     overrides = [
         f"model={model}",
         f"data.data_dir={data_dir}",
         f"trainer.max_epochs={epochs}",
-        "trainer.accelerator=cpu",
+        f"trainer.accelerator={accelerator}",
         "trainer.num_sanity_val_steps=0",
-        "logger.wandb.mode=offline",  # the default loggers (W&B + CSV), without the network
-        f"optimizer.lr={OPTIMIZER['lr']}",
-        f"optimizer.weight_decay={OPTIMIZER['weight_decay']}",
-        "optimizer.no_decay=[]",
+        *logging,
     ]
     if batches:
         overrides += [
             f"trainer.limit_train_batches={batches}",
-            f"trainer.limit_test_batches={batches}",
             f"trainer.limit_val_batches={batches}",
+            f"trainer.limit_test_batches={batches}",
         ]
+    return overrides
+
+
+def optimlight_path(model, epochs, batches, data_dir, work, knob=()) -> tuple[list[float], float]:
+    overrides = [
+        *run_overrides(model, epochs, batches, data_dir),
+        f"optimizer.lr={OPTIMIZER['lr']}",
+        f"optimizer.weight_decay={OPTIMIZER['weight_decay']}",
+        "optimizer.no_decay=[]",
+    ]
     threads, matmul = torch.get_num_threads(), torch.get_float32_matmul_precision()
     try:
         results = train([*overrides, *knob], run_dir=tempfile.mkdtemp(dir=work))
@@ -263,43 +277,25 @@ def bench_knobs(model: str, epochs: int, rounds: int, batches: int | None, data_
 POPULATION_OPTIMIZERS = ("sgd", "adam", "adamw", "nadam", "rmsprop", "adagrad", "adadelta", "asgd", "radam")
 
 
-def sweep_overrides(epochs, batches, data_dir) -> list[str]:
-    """What each of the K runs shares: the MLP, the epochs and batches, W&B offline beside the CSV log."""
-    overrides = [
-        "model=mlp",
-        f"data.data_dir={data_dir}",
-        f"trainer.max_epochs={epochs}",
-        "trainer.accelerator=cpu",
-        "trainer.num_sanity_val_steps=0",
-        "logger.wandb.mode=offline",
-    ]
-    if batches:
-        overrides += [
-            f"trainer.limit_train_batches={batches}",
-            f"trainer.limit_val_batches={batches}",
-            f"trainer.limit_test_batches={batches}",
-        ]
-    return overrides
+def timed_multirun(overrides: list[str], work: str) -> tuple[float, list]:
+    """`python train.py -m <overrides>` in this process, into a new sweep dir under `work`: its wall seconds and its
+    jobs (optimlight.tools.sweep.Job). What a run changes process-wide (torch threads, W&B's state) is reset after."""
+    sweep_dir, threads = tempfile.mkdtemp(dir=work), torch.get_num_threads()
+    start = time.perf_counter()
+    try:
+        multirun(overrides, sweep_dir)
+    finally:
+        if "wandb" in sys.modules:  # a sweep with W&B loaded it; one without (logger=csv) needs no wandb installed
+            sys.modules["wandb"].teardown()
+        torch.set_num_threads(threads)
+    return time.perf_counter() - start, find_jobs(sweep_dir)
 
 
 def multirun_sweep(launcher, options, epochs, batches, data_dir, work) -> tuple[float, float, list[float]]:
     """`python train.py -m hydra/launcher=<launcher> optimizer=<K options>`, in this process: (a) the population
     launcher, (c) Hydra's basic launcher, which runs the K jobs one after the other."""
-    import wandb
-
-    from optimlight.tools.api import multirun
-    from optimlight.tools.sweep import find_jobs
-
-    sweep_dir, threads = tempfile.mkdtemp(dir=work), torch.get_num_threads()
-    overrides = [f"hydra/launcher={launcher}", f"optimizer={','.join(options)}", *sweep_overrides(epochs, batches, data_dir)]
-    start = time.perf_counter()
-    try:
-        multirun(overrides, sweep_dir)
-    finally:
-        wandb.teardown()
-        torch.set_num_threads(threads)
-    wall = time.perf_counter() - start
-    jobs = find_jobs(sweep_dir)
+    overrides = [f"hydra/launcher={launcher}", f"optimizer={','.join(options)}", *run_overrides("mlp", epochs, batches, data_dir)]
+    wall, jobs = timed_multirun(overrides, work)
     assert len(jobs) == len(options) and all(job.status == "completed" for job in jobs), [j.results for j in jobs]
     members = {job.results.get("population", {}).get("members") for job in jobs}
     assert members == ({len(options)} if launcher == "population" else {None}), members

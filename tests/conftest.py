@@ -64,10 +64,15 @@ def keep_every_epoch(dirpath: Path) -> list[str]:
 
 
 def load_bench(name: str):
-    """`bench/<name>.py` as a module: the bench scripts are no package, the tests call their functions."""
+    """`bench/<name>.py` as a module: the bench scripts are no package, the tests call their functions. While it
+    loads, bench/ leads sys.path as it does for `python bench/<name>.py`, so a bench imports another's helpers."""
     spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "bench"))
     return module
 
 
