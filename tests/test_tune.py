@@ -21,6 +21,8 @@ from optuna.trial import TrialState
 from optimlight.plugin.errors import ConfigError
 from optimlight.tools.tuning.racing import next_round, racing
 from optimlight.tools.tuning.space import dimensions, overrides
+from optimlight.tools.tuning.storage import open_storage
+from optimlight.tools.tuning.studies import settle_ended
 from tests.conftest import REPO
 
 #: A trial in a few seconds on the synthetic data: enough epochs for the pruner to act.
@@ -158,11 +160,27 @@ def test_a_sweep_prunes_selects_on_validation_reruns_with_seeds_and_resumes_with
     assert capsys.readouterr().out.count("already holds a completed run") == 4  # the finals, skipped
 
 
-def worker(data_dir: Path, sweep: Path, extra: list[str], log: Path) -> subprocess.Popen:
+def test_a_trial_whose_run_ended_before_its_worker_told_the_study_is_settled_from_its_record(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", 1, 2, 1)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    done, pruned, running = (study.ask() for _ in range(3))
+    for trial in (done, pruned, running):
+        trial.suggest_float("lr", 1e-4, 1.0, log=True)
+    written = {done.number: {"status": "completed", "metrics": {"val/acc_best": 0.83}}, pruned.number: {"status": "pruned"}}
+    settle_ended(study, lambda number: written.get(number, {}))
+    states = {t.number: (t.state, t.value) for t in study.get_trials()}
+    assert states == {
+        done.number: (TrialState.COMPLETE, 0.83),
+        pruned.number: (TrialState.PRUNED, None),
+        running.number: (TrialState.RUNNING, None),  # no record yet: still its worker's, or stale later
+    }
+
+
+def worker(data_dir: Path, sweep: Path, extra: list[str], log: Path, grace: int = 4) -> subprocess.Popen:
     """`python train.py -m hparams_search=tune ...` as its own process (a worker on another machine)."""
     cmd = [sys.executable, "train.py", "-m", "hparams_search=tune", "optimizer=sgd", f"data.data_dir={data_dir}", *QUICK]
     cmd += ["trainer.max_epochs=4", "trainer.limit_train_batches=40", "hydra.sweeper.heartbeat_interval=1"]
-    cmd += ["hydra.sweeper.grace_period=4", "hydra.sweeper.pruner=none", f"hydra.sweep.dir={sweep}", *extra]
+    cmd += [f"hydra.sweeper.grace_period={grace}", "hydra.sweeper.pruner=none", f"hydra.sweep.dir={sweep}", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
@@ -187,7 +205,8 @@ def kill_mid_trial(process: subprocess.Popen, search: Path, completed: int, time
 def test_a_killed_worker_loses_no_completed_trial_and_its_trial_is_retried(data_dir, tmp_path):
     sweep = tmp_path / "sweep"
     extra = ["hydra.sweeper.n_trials=3", "hydra.sweeper.final.seeds=1"]
-    first = worker(data_dir, sweep, extra, tmp_path / "first.log")
+    # the grace period outlasts the re-run's start: it fills the budget first, then must pick up the killed trial's retry
+    first = worker(data_dir, sweep, extra, tmp_path / "first.log", grace=25)
     kill_mid_trial(first, sweep / "search", completed=1)
     storage = f"sqlite:///{sweep / 'optuna.db'}"
     before = study_trials(storage, "tune/optimizer=sgd")
@@ -195,7 +214,7 @@ def test_a_killed_worker_loses_no_completed_trial_and_its_trial_is_retried(data_
     kept = {t.number: t.value for t in before if t.state == TrialState.COMPLETE}
     assert len(killed) == 1 and len(kept) >= 1
 
-    second = worker(data_dir, sweep, extra, tmp_path / "second.log")  # the same command, re-run
+    second = worker(data_dir, sweep, extra, tmp_path / "second.log", grace=25)  # the same command, re-run
     assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
     after = study_trials(storage, "tune/optimizer=sgd")
     assert {t.number: t.value for t in after if t.number in kept} == kept  # completed trials kept, not retrained

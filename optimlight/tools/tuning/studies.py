@@ -7,9 +7,10 @@ its retry, queued with the same values, does."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import optuna
@@ -62,10 +63,12 @@ def fail_stale(study: optuna.Study) -> None:
 
 
 def ask_within_budget(study: optuna.Study, budget: int) -> optuna.Trial | None:
-    """A new (or queued) trial while the budget has room; None when it is spent. Workers asking at once may both
-    get one for the last place: the later-numbered is told failed as surplus before it trains."""
+    """A queued trial (the retry of a killed one, whose place it holds), else a new one while the budget has room;
+    None when it is spent. Workers asking at once may both get one for the last place: the later-numbered is told
+    failed as surplus before it trains."""
     trials = study.get_trials(deepcopy=False)
-    if sum(counts(t) for t in trials) >= budget:
+    queued = any(t.state == TrialState.WAITING for t in trials)
+    if not queued and sum(counts(t) for t in trials) >= budget:
         return None
     with warnings.catch_warnings():  # heartbeats are recorded by `heartbeats`, not by Study.optimize
         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
@@ -76,6 +79,17 @@ def ask_within_budget(study: optuna.Study, budget: int) -> optuna.Trial | None:
         study.tell(trial, state=TrialState.FAIL)
         return None
     return trial
+
+
+def settle_ended(study: optuna.Study, record_of: Callable[[int], dict]) -> None:
+    """Tell the study about trials still RUNNING in it whose run ended with a record (`record_of(number)`, {} when
+    there is none): their worker was killed between the run's end and telling the study, and a retry would train
+    them again. Another worker telling first is no harm."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        record = record_of(trial.number)
+        if record.get("status") in ("completed", "pruned", "failed"):
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+                tell_from_record(study, optuna.Trial(study, trial._trial_id), record, None)
 
 
 def pending(study: optuna.Study) -> int:

@@ -47,6 +47,7 @@ from optimlight.tools.tuning.studies import (
     heartbeats,
     open_study,
     pending,
+    settle_ended,
     tell_from_record,
 )
 
@@ -211,6 +212,7 @@ class TuneSweep(Sweeper):
         size = self.n_jobs or len(studies)
         while True:
             for study in studies:
+                settle_ended(study.study, lambda number, s=study: read_results(self.trial_dir(s, number)))
                 fail_stale(study.study)
             batch: list[tuple[Study, optuna.Trial]] = []
             open_studies = list(studies)
@@ -236,8 +238,10 @@ class TuneSweep(Sweeper):
             with heartbeats(self.storage, [trial._trial_id for _, trial in batch]):
                 returns = self.launch(jobs)
             for (study, trial), job_return in zip(batch, returns):
-                run_dir = self.root / SEARCH / study.folder / f"trial-{trial.number}"
-                tell_from_record(study.study, trial, read_results(run_dir), job_error(job_return))
+                tell_from_record(study.study, trial, read_results(self.trial_dir(study, trial.number)), job_error(job_return))
+
+    def trial_dir(self, study: Study, number: int) -> Path:
+        return self.root / SEARCH / study.folder / f"trial-{number}"
 
     def wait_for_other_workers(self, studies: list[Study], seed: int) -> None:
         """Before the finals: until no trial runs or waits in any worker (a killed one's go stale and are retried)."""
