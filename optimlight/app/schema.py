@@ -46,6 +46,7 @@ Seed = Annotated[int, at.Interval(ge=0, le=2**32 - 1)]
 PositiveInt = Annotated[int, at.Ge(1)]
 NonNegativeInt = Annotated[int, at.Ge(0)]
 Fraction = Annotated[float, at.Interval(ge=0, le=1)]
+NonNegative = Annotated[float, at.Ge(0)]
 #: Arguments of other libraries' classes that their constructors take unchecked, by class path.
 RANGES: dict[str, dict[str, Any]] = {
     "lightning.pytorch.Trainer": {
@@ -54,7 +55,8 @@ RANGES: dict[str, dict[str, Any]] = {
         "accumulate_grad_batches": PositiveInt,
         "num_sanity_val_steps": Annotated[int, at.Ge(-1)] | None,
         "max_steps": Annotated[int, at.Ge(-1)],
-        "val_check_interval": Fraction | PositiveInt | str | dict | None,
+        "val_check_interval": Annotated[float, at.Interval(gt=0, le=1)] | PositiveInt | str | dict | None,
+        "gradient_clip_val": NonNegative | None,
     },
     "lightning.pytorch.callbacks.RichProgressBar": {"refresh_rate": NonNegativeInt},
 }

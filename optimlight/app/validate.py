@@ -6,6 +6,7 @@ Each group's checks live beside the code that reads the group; this module only 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -72,6 +73,26 @@ def check_ckpt_path(ckpt_path: str | None) -> None:
         )
 
 
+def logged_metrics(callbacks: Mapping) -> dict[str, str]:
+    """What the run logs through `self.log` while fitting, and when: the module's metrics and those of the
+    configured callbacks that log their own (a class's `LOGGED_METRICS`, e.g. EMA's val/acc_ema)."""
+    metrics = dict(LOGGED_METRICS)
+    for key, node in callbacks.items():
+        if node and node.get("_target_"):
+            metrics.update(getattr(import_object(node["_target_"], f"callbacks.{key}._target_"), "LOGGED_METRICS", {}))
+    return metrics
+
+
+def check_monitors(cfg: DictConfig, metrics: Mapping[str, str]) -> None:
+    """Every `monitor` (the scheduler's, each callback's) is null or a metric the run logs: Lightning only warns
+    about a missing one, once training runs, and the checkpoint or early stop then never acts."""
+    nodes = {"scheduler": cfg.scheduler, **{f"callbacks.{key}": node for key, node in (cfg.callbacks or {}).items()}}
+    for path, node in nodes.items():
+        monitor = (node or {}).get("monitor")
+        if monitor is not None and monitor not in metrics:
+            raise ConfigError(f"{path}.monitor", monitor, f"null or a metric the run logs: {', '.join(metrics)}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise the first `ConfigError` found in the composed config."""
     data = cfg.data
@@ -85,7 +106,9 @@ def validate(cfg: DictConfig) -> None:
         gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
     )
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
-    check_scheduler(scheduler, optimizer, trainer=cfg.trainer, logged_metrics=LOGGED_METRICS)
+    metrics = logged_metrics(cfg.callbacks or {})
+    check_scheduler(scheduler, optimizer, trainer=cfg.trainer, logged_metrics=metrics)
+    check_monitors(cfg, metrics)
     check_module(cfg)
     check_ckpt_path(cfg.get("ckpt_path"))
     check_averaging(cfg.callbacks or {})
