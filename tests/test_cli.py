@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from optimlight.app.cli import main
+from optimlight.cli import main
 
 # (overrides, the one line the user sees after "error: ")  -- README "Troubleshooting" lists the same cases
 BAD_INPUTS = [

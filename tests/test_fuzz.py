@@ -19,8 +19,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from optimlight.app.cli import hydra_error_line
 from optimlight.app.config import compose_config, options
+from optimlight.app.overrides import hydra_error_line
 from optimlight.app.preflight import preflight
 from optimlight.plugin.errors import ConfigError
 

@@ -27,17 +27,6 @@ def find_config_dir() -> Path:
 CONFIG_DIR = str(find_config_dir())
 
 
-def register_launchers() -> None:
-    """Make `hydra/launcher=population` known to Hydra. Hydra finds plugins by listing the hydra_plugins package's
-    folders, which misses this one in an editable install (setuptools maps it through an import hook, not a
-    folder on sys.path); registering it by hand works for every install."""
-    from hydra.core.plugins import Plugins
-
-    from hydra_plugins.optimlight_population.population_launcher import PopulationLauncher
-
-    Plugins.instance().register(PopulationLauncher)
-
-
 def compose_config(overrides: Sequence[str] = (), run_dir: str | Path = "outputs/api") -> DictConfig:
     """The config of `python train.py <overrides>`, with Hydra's runtime (output dir, choices) set to `run_dir`."""
     GlobalHydra.instance().clear()

@@ -23,6 +23,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from optimlight.app.build import build_callbacks, build_module
 from optimlight.app.config import CONFIG_DIR
 from optimlight.app.data import DataError
 from optimlight.app.models import IMAGE_SHAPE
@@ -92,8 +93,6 @@ def attempt(cfg: DictConfig, groups: tuple[str, ...], build: Build):
 
 def build_network(cfg: DictConfig):
     """The module on its network, with one loss on a blank batch of two images (shapes, loss settings)."""
-    from optimlight.app.run import build_module
-
     module = build_module(cfg)
     x = torch.zeros(2, *IMAGE_SHAPE)
     module.criterion(module(x), torch.zeros(2, dtype=torch.long))
@@ -106,8 +105,6 @@ def build_schedule(cfg: DictConfig):
 
 
 def build_trainer(cfg: DictConfig):
-    from optimlight.app.run import build_callbacks
-
     callbacks, _, _ = build_callbacks(cfg.callbacks, interactive=False, has_logger=False)
     return instantiate(cfg.trainer, callbacks=callbacks, logger=False, enable_progress_bar=False)
 

@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal
 import annotated_types as at
 from omegaconf import DictConfig
 
+from optimlight.app.module import Classifier
+from optimlight.app.ranges import NonNegative, NonNegativeInt, PositiveInt, Seed
 from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.nodes import import_object, to_dict
 from optimlight.plugin.registry import optimizer_info, scheduler_info
@@ -41,12 +43,6 @@ EXTRA_KEYS: dict[str, dict[str, Any]] = {
 }
 
 
-#: What seed_everything and numpy accept as a seed (Lightning replaces others by a random seed, with a warning).
-Seed = Annotated[int, at.Interval(ge=0, le=2**32 - 1)]
-PositiveInt = Annotated[int, at.Ge(1)]
-NonNegativeInt = Annotated[int, at.Ge(0)]
-Fraction = Annotated[float, at.Interval(ge=0, le=1)]
-NonNegative = Annotated[float, at.Ge(0)]
 #: Arguments of other libraries' classes that their constructors take unchecked, by class path.
 RANGES: dict[str, dict[str, Any]] = {
     "lightning.pytorch.Trainer": {
@@ -82,18 +78,12 @@ class ReportSettings:
     targets: Sequence[float] = ()
 
 
-def _module_owner() -> Callable:
-    from optimlight.app.module import Classifier
-
-    return Classifier.__init__
-
-
 #: Nodes without a `_target_`: the callable whose signature types them.
 OWNERS: dict[str, Callable[[], Callable]] = {
     "": lambda: RunSettings,
     "speed": lambda: SpeedSettings,
     "report": lambda: ReportSettings,
-    "module": _module_owner,
+    "module": lambda: Classifier.__init__,
 }
 
 

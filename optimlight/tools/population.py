@@ -28,13 +28,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from optimlight.app.audit import format_table, group_rows
+from optimlight.app.build import build_module
 from optimlight.app.callbacks import NonFiniteLossError
 from optimlight.app.csv_log import RunCSVLogger
 from optimlight.app.data import TensorBatches
 from optimlight.app.loggers import build_loggers, log_config, log_summary, start_wandb_run
 from optimlight.app.plan import limit_batches, plan_run
 from optimlight.app.record import write_results
-from optimlight.app.run import build_module
 from optimlight.app.runlog import RUN_LOG, metrics_line
 from optimlight.app.targets import time_to_target
 from optimlight.plugin.optimizers import build_optimizer

@@ -36,10 +36,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from optimlight.app.callbacks import NonFiniteLossError
 from optimlight.app.config import config_choices
+from optimlight.app.failures import error_text
 from optimlight.app.preflight import preflight
 from optimlight.app.quiet import quiet_dependencies
 from optimlight.app.record import read_results, record_failure
-from optimlight.app.run import apply_speed_settings, error_text
+from optimlight.app.run import apply_speed_settings
 from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.nodes import import_object
 from optimlight.plugin.registry import optimizer_info

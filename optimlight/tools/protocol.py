@@ -38,11 +38,11 @@ UNNAMED_KEYS = ("data.data_dir", "skip_completed", "speed.num_threads")
 
 
 def multirun(overrides: Sequence[str], sweep_dir: Path, launcher: str, jobs: int) -> int:
-    """One `python -m optimlight.app.cli -m ...` (the same entry point as train.py), trial dirs named by overrides."""
+    """One `python -m optimlight.cli -m ...` (the same entry point as train.py), trial dirs named by overrides."""
     cmd = [
         sys.executable,
         "-m",
-        "optimlight.app.cli",
+        "optimlight.cli",
         "-m",
         *overrides,
         "skip_completed=true",
