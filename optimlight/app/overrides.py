@@ -1,17 +1,75 @@
-"""The command line's overrides checked before Hydra runs them: a composition error (an unknown key or option, a
-malformed override) as one line naming the key, the bad value and what is allowed."""
+"""Overrides (`key=value`, `group=option`, `+key=value`, `~key`) read by Hydra's own parser, and the command line's
+checked before Hydra runs them: a composition error (an unknown key or option, a malformed override) as one line
+naming the key, the bad value and what is allowed."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from optimlight.app.config import CONFIG_DIR
 from optimlight.plugin.errors import ConfigError
+
+
+@functools.cache
+def parse_override(text: str) -> Override:
+    """One override as Hydra reads it (`key_or_group`, `value()`, ...); the only place optimlight parses one."""
+    return OverridesParser.create().parse_override(text)
+
+
+def override_key(text: str) -> str:
+    """The key or config group an override sets, without its `+`/`++`/`~` and package."""
+    return parse_override(text).key_or_group
+
+
+def is_choice(text: str) -> bool:
+    """Whether an override picks a config group's option or sets a top-level key (`optimizer=sgd`, `seed=1`),
+    rather than a value inside a group (`optimizer.lr=0.1`)."""
+    return "." not in override_key(text)
+
+
+def override_value(overrides: Iterable[str], key: str) -> Any:
+    """The value of the first override of `key` among `overrides`, as Hydra parses it (`0.1`, `sgd`); None if none."""
+    return next((parse_override(o).value() for o in overrides if override_key(o) == key), None)
+
+
+#: Overrides that pick a repetition of a configuration (or how it is run) rather than a different one.
+REPETITION_KEYS = ("seed", "skip_completed", "speed.num_threads")
+#: W&B's limit on a job_type's length.
+JOB_TYPE_LENGTH = 64
+
+
+def configuration_overrides(overrides: Sequence[str]) -> list[str]:
+    """The command line's overrides that define the configuration: `seed` (and Hydra's own keys) left out, so
+    the runs of one configuration under several seeds share them."""
+    kept = []
+    for override in overrides:
+        key = override_key(override)
+        if key not in REPETITION_KEYS and not key.startswith("hydra."):
+            kept.append(override)
+    return kept
+
+
+def configuration_label(overrides: Sequence[str]) -> str:
+    """The configuration as a W&B job_type: its overrides, config-group choices first, at most 64 characters
+    (a hash of the whole keeps long ones apart)."""
+    kept = configuration_overrides(overrides)
+    choices_first = [o for o in kept if is_choice(o)] + [o for o in kept if not is_choice(o)]
+    label = " ".join(choices_first) or "default"
+    if len(label) <= JOB_TYPE_LENGTH:
+        return label
+    digest = hashlib.sha1(label.encode()).hexdigest()[:8]
+    return f"{label[: JOB_TYPE_LENGTH - 9]}~{digest}"
 
 
 def hydra_error_line(exc: HydraException) -> str:

@@ -12,7 +12,6 @@ import copy
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from optimlight.app.callbacks import NonFiniteLossError
 from optimlight.app.config import config_choices
-from optimlight.app.failures import error_text
+from optimlight.app.failures import error_text, exit_preempted
 from optimlight.app.preflight import preflight
 from optimlight.app.quiet import quiet_dependencies
 from optimlight.app.record import read_results, record_failure
@@ -55,7 +54,6 @@ POPULATION_CALLBACKS = frozenset(
 )
 #: What members of one population may differ in: each member has its own.
 OWN_KEYS = ("optimizer", "scheduler", "seed")
-EXIT_PREEMPTED = 143
 
 
 def why_alone(cfg: DictConfig) -> str | None:
@@ -239,13 +237,7 @@ class PopulationLauncher:
             failure = None if record["status"] == "completed" else (crash or NonFiniteLossError(member.error))
             returns[job.idx] = self._job_end(job, failure or result)
         if isinstance(crash, SIGTERMException):
-            sweep = self.config.hydra.sweep.dir
-            print(
-                f"preempted (SIGTERM): saved each member's checkpoints/last.ckpt; resume by running the same command "
-                f"with hydra.sweep.dir={sweep} ckpt_path=last",
-                file=sys.stderr,
-            )
-            sys.exit(EXIT_PREEMPTED)
+            exit_preempted("each member's checkpoints/last.ckpt", f"hydra.sweep.dir={self.config.hydra.sweep.dir}")
         return returns
 
     def _job_end(self, job: Job, outcome: Any) -> JobReturn:

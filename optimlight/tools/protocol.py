@@ -26,6 +26,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from optimlight.app.overrides import override_value
 from optimlight.plugin.errors import ConfigError
 from optimlight.tools.compare import Configuration, Spread, configurations, format_spread, reached, spread, targets_of
 from optimlight.tools.figures import plot_lr_sensitivity
@@ -62,12 +63,12 @@ def quoted(text: str) -> str:
 
 
 def lr_of(job: Job) -> float | None:
-    value = next((o.split("=", 1)[1] for o in job.overrides if o.startswith("optimizer.lr=")), None)
+    value = override_value(job.overrides, "optimizer.lr")
     return None if value is None else float(value)
 
 
 def optimizer_of(job: Job) -> str | None:
-    return next((o.split("=", 1)[1] for o in job.overrides if o.startswith("optimizer=")), None)
+    return override_value(job.overrides, "optimizer")
 
 
 def search_trials(search_dir: Path, lrs: Sequence[float] | None = None) -> dict[str, list[tuple[float, float | None]]]:
@@ -213,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.jobs,
         )
     plot_lr_sensitivity(trials, SELECT_METRIC, out / "lr_sensitivity.png")
-    epochs = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("trainer.max_epochs=")), "the default")
+    epochs = override_value(args.overrides, "trainer.max_epochs") or "the default"
     (out / "protocol.md").write_text(protocol_report(out, optimizers, lrs, f"{epochs} epochs per trial"))
     print(f"protocol: {out / 'protocol.md'}, {out / 'lr_sensitivity.png'}, {out / 'final' / 'comparison.md'}")
     return 0
