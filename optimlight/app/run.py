@@ -32,20 +32,7 @@ from optimlight.app.runlog import metrics_line, shown
 from optimlight.app.threads import auto_threads, busy_cores, launcher_jobs, step_flops
 from optimlight.app.tune import tune
 from optimlight.plugin.cuda_probe import skip_failing_nvml_check
-from optimlight.plugin.nodes import import_object, to_dict
-from optimlight.plugin.registry import scheduler_info
-from optimlight.plugin.schedulers import scheduler_kwargs, warmup_setting
-
-
-def sized_schedule(scheduler: DictConfig | None) -> str | None:
-    """The scheduler's class name when its length or warmup is counted from the run's length, else None."""
-    node = to_dict(scheduler)
-    if not node.get("_target_"):
-        return None
-    cls = import_object(node["_target_"], "scheduler._target_")
-    sized = scheduler_info(cls).sized_from_run(scheduler_kwargs(node, cls)) or warmup_setting(node)[1]
-    return cls.__name__ if sized else None
-
+from optimlight.plugin.schedulers import sized_schedule
 
 log = logging.getLogger(__name__)
 #: A failed run's error line, for train.log only: the command line prints it on stderr as the last line.

@@ -19,6 +19,7 @@ from optimlight.app.targets import check_targets
 from optimlight.app.tune import check_tune
 from optimlight.plugin import ConfigError, check_optimizer, check_scheduler
 from optimlight.plugin.nodes import import_object
+from optimlight.plugin.optimizers import optimizer_class
 from optimlight.plugin.registry import optimizer_info
 
 PRECISIONS = ("64-true", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", 64, 32)
@@ -56,7 +57,7 @@ def check_module(cfg: DictConfig) -> None:
     """`module` settings that depend on the optimizer."""
     if not (cfg.get("module") or {}).get("skip_nonfinite_loss"):
         return
-    cls = import_object(cfg.optimizer._target_, "optimizer._target_")
+    cls = optimizer_class(cfg.optimizer)
     if optimizer_info(cls).closure:
         allowed = (
             f"false with {cls.__name__}: it evaluates the loss several times within one step (its line search), "

@@ -41,7 +41,7 @@ from optimlight.app.quiet import quiet_dependencies
 from optimlight.app.record import read_results, record_failure
 from optimlight.app.run import apply_speed_settings
 from optimlight.plugin.errors import ConfigError
-from optimlight.plugin.nodes import import_object
+from optimlight.plugin.optimizers import optimizer_class
 from optimlight.plugin.registry import optimizer_info
 from optimlight.tools.batched import unbatchable
 from optimlight.tools.population import PRECISIONS, Member, Population, build_member, progress, write_record
@@ -58,7 +58,7 @@ OWN_KEYS = ("optimizer", "scheduler", "seed")
 
 def why_alone(cfg: DictConfig) -> str | None:
     """Why the job must run alone (None: it can join a population). Reasons name the config key."""
-    info = optimizer_info(import_object(cfg.optimizer._target_, "optimizer._target_"))
+    info = optimizer_info(optimizer_class(cfg.optimizer))
     trainer, data, module = cfg.trainer, cfg.data, cfg.module
     checks = [
         (info.closure, "optimizer: it re-evaluates its closure several times per step"),
