@@ -11,7 +11,6 @@ from collections.abc import Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from optimlight.app.data import check_data_args
 from optimlight.app.ema import check_averaging
 from optimlight.app.loggers import check_logger
 from optimlight.app.module import LOGGED_METRICS
@@ -39,18 +38,6 @@ def check_trainer(cfg: DictConfig) -> None:
     max_epochs = cfg.get("max_epochs")
     if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < -1 or max_epochs == 0):
         raise ConfigError("trainer.max_epochs", max_epochs, "a positive integer (or -1 for no epoch limit)")
-
-
-MATMUL_PRECISIONS = ("highest", "high", "medium")
-
-
-def check_speed(cfg: DictConfig | None) -> None:
-    cfg = cfg or {}
-    threads, matmul = cfg.get("num_threads"), cfg.get("float32_matmul_precision")
-    if threads not in (None, "auto") and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise ConfigError("speed.num_threads", threads, "a positive integer, auto (by model size and cores) or null")
-    if matmul is not None and matmul not in MATMUL_PRECISIONS:
-        raise ConfigError("speed.float32_matmul_precision", matmul, f"one of {', '.join(MATMUL_PRECISIONS)} or null")
 
 
 def check_module(cfg: DictConfig) -> None:
@@ -96,10 +83,7 @@ def check_monitors(cfg: DictConfig, metrics: Mapping[str, str]) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise the first `ConfigError` found in the composed config."""
-    data = cfg.data
-    check_data_args(batch_size=data.batch_size, val_size=data.val_size, num_workers=data.num_workers, loader=data.loader)
     check_trainer(cfg.trainer)
-    check_speed(cfg.get("speed"))
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
     check_optimizer(
         optimizer,
