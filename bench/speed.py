@@ -287,7 +287,7 @@ def multirun_sweep(launcher, options, epochs, batches, data_dir, work) -> tuple[
     launcher, (c) Hydra's basic launcher, which runs the K jobs one after the other."""
     import wandb
 
-    from optimlight.tools.api import multirun
+    from optimlight.cli import multirun
     from optimlight.tools.sweep import find_jobs
 
     sweep_dir, threads = tempfile.mkdtemp(dir=work), torch.get_num_threads()
