@@ -26,20 +26,12 @@ from optimlight.app.ranges import NonNegative, NonNegativeInt, PositiveInt, Seed
 from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.nodes import import_object, to_dict
 from optimlight.plugin.registry import optimizer_info, scheduler_info
+from optimlight.plugin.schedulers import LIGHTNING_KEYS, WARMUP_KEYS
 
 #: Keys of a node that belong to optimlight or Lightning, not to the constructor, with their types.
 EXTRA_KEYS: dict[str, dict[str, Any]] = {
     "optimizer": {"no_decay": Sequence[str]},
-    "scheduler": {
-        "interval": Literal["epoch", "step"],
-        "frequency": int,
-        "monitor": str | None,
-        "strict": bool,
-        "name": str | None,
-        "warmup_epochs": int | None,
-        "warmup_steps": int | None,
-        "warmup_start_factor": float | None,
-    },
+    "scheduler": {**LIGHTNING_KEYS, **WARMUP_KEYS},
 }
 
 

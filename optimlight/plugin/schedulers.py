@@ -12,6 +12,7 @@ run's length from the trainer, OneCycleLR's peak from the optimizer, ReduceLROnP
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,14 +29,20 @@ from optimlight.plugin.nodes import (
     to_dict,
 )
 from optimlight.plugin.optimizers import optimizer_class
-from optimlight.plugin.registry import cycles_momentum, optimizer_info, plateau_mode, scheduler_info
+from optimlight.plugin.registry import Interval, cycles_momentum, optimizer_info, plateau_mode, scheduler_info
 from optimlight.plugin.wsd import DECAYS
 
-#: Keys of a scheduler node that go to Lightning's scheduler config rather than to the constructor.
-LIGHTNING_KEYS = ("interval", "frequency", "monitor", "strict", "name")
-#: Keys of a scheduler node that put a linear warmup in front of the scheduler.
-WARMUP_KEYS = ("warmup_steps", "warmup_epochs", "warmup_start_factor")
-INTERVALS = ("epoch", "step")
+#: Keys of a scheduler node that go to Lightning's scheduler config rather than to the constructor, with their types.
+LIGHTNING_KEYS: dict[str, Any] = {
+    "interval": Interval,
+    "frequency": int,
+    "monitor": str | None,
+    "strict": bool,
+    "name": str | None,
+}
+#: Keys of a scheduler node that put a linear warmup in front of the scheduler, with their types.
+WARMUP_KEYS: dict[str, Any] = {"warmup_steps": int | None, "warmup_epochs": int | None, "warmup_start_factor": float | None}
+INTERVALS: tuple[str, ...] = typing.get_args(Interval)
 #: The warmup's first learning rate as a fraction of the optimizer's, when the node does not say.
 WARMUP_START_FACTOR = 0.01
 
