@@ -16,8 +16,18 @@ from optimlight.app.csv_log import ResumeCSVHistory
 from optimlight.app.module import Classifier
 from optimlight.app.targets import TimeToTarget
 
-#: trainer.precision values that convert the weights themselves, and to what.
-WEIGHT_DTYPES = {"64-true": torch.float64, "64": torch.float64, "bf16-true": torch.bfloat16, "16-true": torch.float16}
+#: The trainer.precision values a run takes, and the dtype each gives the weights (mixed ones keep float32 weights).
+PRECISIONS = {
+    "64-true": torch.float64,
+    "32-true": torch.float32,
+    "32": torch.float32,
+    "16-mixed": torch.float32,
+    "bf16-mixed": torch.float32,
+    "bf16-true": torch.bfloat16,
+    "16-true": torch.float16,
+    64: torch.float64,
+    32: torch.float32,
+}
 
 
 def build_callbacks(
@@ -51,5 +61,5 @@ def build_module(cfg: DictConfig) -> Classifier:
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         **cfg.module,
     )
-    module.example_input_array = torch.zeros(1, 1, 28, 28, dtype=WEIGHT_DTYPES.get(str(cfg.trainer.precision), torch.float32))
+    module.example_input_array = torch.zeros(1, 1, 28, 28, dtype=PRECISIONS.get(cfg.trainer.precision, torch.float32))
     return module

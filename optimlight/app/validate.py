@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from optimlight.app.build import PRECISIONS
 from optimlight.app.ema import check_averaging
 from optimlight.app.loggers import check_logger
 from optimlight.app.module import LOGGED_METRICS
@@ -20,8 +21,6 @@ from optimlight.plugin import ConfigError, check_optimizer, check_scheduler
 from optimlight.plugin.nodes import import_object
 from optimlight.plugin.optimizers import optimizer_class
 from optimlight.plugin.registry import optimizer_info
-
-PRECISIONS = ("64-true", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", 64, 32)
 
 
 def check_trainer(cfg: DictConfig) -> None:
