@@ -43,8 +43,9 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from optimlight.app.data import MEAN, STD, FashionMNISTDataModule, default_data_dir, split_indices
 from optimlight.app.models import CNN, MLP
+from optimlight.cli import multirun
 from optimlight.plugin.cuda_probe import skip_failing_nvml_check
-from optimlight.tools.api import multirun, train
+from optimlight.tools.api import train
 from optimlight.tools.sweep import find_jobs
 
 MODELS = {"mlp": MLP, "cnn": CNN}

@@ -144,7 +144,7 @@ def bench_threads(cases: dict[str, Case], epochs: int, rounds: int, idle: bool, 
 def start_beside(overrides: Sequence[str], data_dir: str, work: str) -> subprocess.Popen:
     """A second `python train.py` with `overrides` (no epoch limit), returned once its first epoch has finished."""
     run_dir = Path(tempfile.mkdtemp(dir=work))
-    cmd = [sys.executable, "-m", "optimlight.app.cli", f"data.data_dir={data_dir}", "logger=none"]
+    cmd = [sys.executable, "-m", "optimlight.cli", f"data.data_dir={data_dir}", "logger=none"]
     cmd += ["trainer.max_epochs=-1", "trainer.accelerator=cpu", f"hydra.run.dir={run_dir}", *overrides]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = run_dir / "train.log"

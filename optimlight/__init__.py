@@ -3,7 +3,8 @@
 Three layers, imports pointing down only: `optimlight.tools` (sweeps, comparisons, reports, preview, notebooks)
 -> `optimlight.app` (the Fashion-MNIST training run) -> `optimlight.plugin` (what any LightningModule can use).
 The plugin's public calls are re-exported here: `configure_optimizers(module, optimizer_cfg, scheduler_cfg)`,
-and `param_groups(model, weight_decay, no_decay)` for the weight-decay grouping alone.
+`param_groups(model, weight_decay, no_decay)` for the weight-decay grouping alone, and `register(cls, info)` to
+give an optimizer or scheduler class of one's own its registry row.
 """
 
 from optimlight.plugin import (
@@ -15,6 +16,7 @@ from optimlight.plugin import (
     configure_optimizers,
     no_decay_names,
     param_groups,
+    register,
 )
 
 __all__ = [
@@ -26,4 +28,5 @@ __all__ = [
     "configure_optimizers",
     "no_decay_names",
     "param_groups",
+    "register",
 ]

@@ -21,10 +21,10 @@ import torch
 import wandb
 from hydra.core.global_hydra import GlobalHydra
 
-from optimlight.app.cli import main
 from optimlight.app.config import compose_config
 from optimlight.app.data import DataError, ensure_raw_files, raw_dir
 from optimlight.app.run import run
+from optimlight.cli import multirun as run_multirun
 from tests.idx import write_synthetic_fashion_mnist
 
 #: The nine optimizers of the seeds: config option -> torch class.
@@ -164,16 +164,14 @@ def multirun(monkeypatch, data_dir):
     handlers, level = root.handlers[:], root.level
 
     def _multirun(overrides, sweep_dir: Path) -> int:
-        args = ["train.py", "-m", f"data.data_dir={data_dir}", *overrides, f"hydra.sweep.dir={sweep_dir}"]
-        monkeypatch.setattr(sys, "argv", args)
+        monkeypatch.setattr(sys, "argv", ["train.py"])
         wandb.teardown()
         try:
-            main()
+            run_multirun([f"data.data_dir={data_dir}", *overrides], sweep_dir)
         except SystemExit as exit:  # Hydra exits 1 when a job failed, after running the others
             return exit.code
         finally:
             wandb.teardown()
-            GlobalHydra.instance().clear()
         return 0
 
     yield _multirun

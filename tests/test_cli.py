@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from optimlight.app.cli import main
+from optimlight.cli import main
 
 # (overrides, the one line the user sees after "error: ")  -- README "Troubleshooting" lists the same cases
 BAD_INPUTS = [
@@ -47,6 +47,13 @@ BAD_INPUTS = [
     (["trainer.precision=8"], "trainer.precision=8 is not allowed"),
     (["trainer=gpu"], "trainer.accelerator='gpu' is not allowed: expected cpu or auto (this machine has no GPU)"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed"),
+    # issue 26's held-back list: a silent run, a crash mid-training (exit 3), a silent run
+    (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 is not allowed: expected a finite number >= 0 or null"),
+    (["trainer.val_check_interval=0"], "trainer.val_check_interval=0 is not allowed"),
+    (
+        ["callbacks.model_checkpoint.monitor=val/nothing"],
+        "callbacks.model_checkpoint.monitor='val/nothing' is not allowed: expected null or a metric the run logs: train/loss",
+    ),
     (
         ["optimizer.fused=true", "optimizer.foreach=true"],
         "optimizer.fused=True is not allowed: expected false or null with optimizer.foreach=true",

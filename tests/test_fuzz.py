@@ -19,8 +19,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from optimlight.app.cli import hydra_error_line
 from optimlight.app.config import compose_config, options
+from optimlight.app.overrides import hydra_error_line
 from optimlight.app.preflight import preflight
 from optimlight.plugin.errors import ConfigError
 
@@ -63,6 +63,8 @@ def leaf_cases(base: tuple[str, ...], prefix: str = "") -> Iterator[tuple[tuple[
             continue
         for bad in BAD_VALUES.get(type(value), []):
             yield base, f"{key}={bad}", key
+        if key.rsplit(".", 1)[-1] == "monitor":  # a metric nothing logs: Lightning only warns, once training runs
+            yield base, f"{key}=val/nothing", key
 
 
 def cases(base: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str, str]]:
@@ -130,11 +132,28 @@ def test_every_leaf_refuses_bad_values_with_one_line_naming_it(data_dir):
         ("model.hidden=[0]", "model.hidden=[0] is not allowed: expected every layer width must be a positive integer"),
         ("optimizer.lr=inf", "optimizer.lr=inf is not allowed"),
         ("ckpt_path=nowhere.ckpt", "ckpt_path='nowhere.ckpt' is not allowed"),
+        # issue 26's held-back list: each ran silently or crashed mid-training
+        ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1 is not allowed: expected a finite number >= 0 or null"),
+        ("trainer.val_check_interval=0", "trainer.val_check_interval=0 is not allowed"),
+        ("trainer.val_check_interval=0.0", "trainer.val_check_interval=0.0 is not allowed"),
+        (
+            "callbacks.model_checkpoint.monitor=val/nothing",
+            "callbacks.model_checkpoint.monitor='val/nothing' is not allowed: expected null or a metric the run logs",
+        ),
     ],
 )
 def test_the_issues_bad_values(data_dir, override, line):
     got = outcome((f"data.data_dir={data_dir}", "logger=csv"), override)
     assert got is not None and got.startswith(line), got
+
+
+def test_a_monitor_the_callbacks_log_is_accepted(data_dir):
+    """`val/acc_ema` exists only with averaging=ema, which logs it: there it is a metric to monitor."""
+    base = (f"data.data_dir={data_dir}", "logger=csv")
+    assert outcome((*base, "averaging=ema"), "callbacks.model_checkpoint.monitor=val/acc_ema") is None
+    assert outcome(base, "callbacks.model_checkpoint.monitor=val/acc_ema").startswith(
+        "callbacks.model_checkpoint.monitor='val/acc_ema' is not allowed"
+    )
 
 
 def test_sgd_momentum_above_one_is_refused(data_dir):

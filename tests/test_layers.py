@@ -1,22 +1,37 @@
-"""The three layers' import directions, read from the source: tools -> app -> plugin, and nothing imports the CLI."""
+"""The layers' import directions, read from the source: cli -> hydra_plugins -> tools -> app -> plugin, and no
+cycle between modules. Every import counts, function-level ones included: an import hidden in a function still
+ties the two modules together."""
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "optimlight"
-LAYERS = ("plugin", "app", "tools")
-#: What each layer may import of optimlight, and which third-party packages it must not import.
-ALLOWED = {"plugin": {"plugin"}, "app": {"plugin", "app"}, "tools": {"plugin", "app", "tools"}}
-FORBIDDEN_PACKAGES = {"plugin": {"hydra", "lightning", "torchvision", "wandb", "pandas"}, "app": set(), "tools": set()}
-CLI = "optimlight.app.cli"
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("optimlight", "hydra_plugins")
+#: Bottom to top: a module may import its own layer and those below it. `root` is optimlight/__init__.py (the
+#: plugin's calls, re-exported); `cli` is the command line and the one place that registers the Hydra plugins.
+LAYERS = ("plugin", "root", "app", "tools", "hydra_plugins", "cli")
+#: Third-party packages a layer must not import: the plugin is what any LightningModule imports.
+FORBIDDEN_PACKAGES = {"plugin": {"hydra", "lightning", "torchvision", "wandb", "pandas"}}
+CLI = "optimlight.cli"
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every module `path` imports, at any depth of the file (function-level imports included)."""
+def module_name(path: Path, root: Path = REPO) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def sources(root: Path = REPO) -> dict[str, Path]:
+    """Every module of optimlight and of the repository's Hydra plugins, by dotted name."""
+    return {module_name(p, root): p for package in PACKAGES for p in sorted((root / package).rglob("*.py"))}
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every name `path` imports, at any depth of the file: `import a.b` gives a.b, `from a import b` gives a and a.b."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -27,41 +42,112 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def layer_of(path: Path) -> str:
-    relative = path.relative_to(PACKAGE).parts
-    return relative[0] if len(relative) > 1 else "root"
+def imported_modules(path: Path, known: Iterable[str]) -> set[str]:
+    """The modules of `known` that `path` imports, at any depth of the file: `from a import b` is module a.b when
+    there is one, else a (`from optimlight.plugin import ConfigError` -> optimlight.plugin); `import a.b.c` is the
+    longest known module it names."""
+    known = set(known)
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.update(
+                f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module for alias in node.names
+            )
+    found = set()
+    for name in names:
+        parts = name.split(".")
+        module = next((p for p in (".".join(parts[:n]) for n in range(len(parts), 0, -1)) if p in known), None)
+        if module is not None:
+            found.add(module)
+    return found
 
 
-SOURCES = sorted(PACKAGE.rglob("*.py"))
+def layer_of(module: str) -> str:
+    if module == "optimlight":
+        return "root"
+    if module == CLI:
+        return "cli"
+    if module.startswith("hydra_plugins"):
+        return "hydra_plugins"
+    return module.split(".")[1]
+
+
+def cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """The graph's strongly connected components of more than one node (and nodes importing themselves): Tarjan."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for succ in graph.get(node, ()):
+            if succ not in index:
+                visit(succ)
+                low[node] = min(low[node], low[succ])
+            elif succ in stack:
+                low[node] = min(low[node], index[succ])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1 or node in graph.get(node, ()):
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+SOURCES = sources()
+GRAPH = {name: imported_modules(path, SOURCES) - {name} for name, path in SOURCES.items()}
 
 
 def test_every_module_sits_in_a_layer():
-    assert {layer_of(p) for p in SOURCES} == {"root", *LAYERS}
-    assert [p.name for p in SOURCES if layer_of(p) == "root"] == ["__init__.py"]
+    assert {layer_of(m) for m in SOURCES} == set(LAYERS)
+    assert CLI in SOURCES and any(m.startswith("hydra_plugins.") for m in SOURCES)
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_imports_point_down_only(path):
-    layer = layer_of(path)
-    allowed = {"plugin"} if layer == "root" else ALLOWED[layer]
-    imports = imported_modules(path)
-    upward = sorted(m for m in imports if m.startswith("optimlight.") and m.split(".")[1] not in allowed)
-    assert not upward, f"{layer} module imports {upward}"
-    banned = sorted(m for m in imports if m.split(".")[0] in FORBIDDEN_PACKAGES.get(layer, set()))
-    assert not banned, f"{layer} module imports {banned}"
+@pytest.mark.parametrize("module", sorted(SOURCES))
+def test_imports_point_down_only(module):
+    rank = LAYERS.index(layer_of(module))
+    upward = sorted(m for m in GRAPH[module] if LAYERS.index(layer_of(m)) > rank)
+    assert not upward, f"{module} ({layer_of(module)}) imports {upward}"
+    banned = sorted(m for m in imported_names(SOURCES[module]) if m.split(".")[0] in FORBIDDEN_PACKAGES.get(layer_of(module), ()))
+    assert not banned, f"{module} imports {banned}"
 
 
-def test_nothing_imports_the_cli_module():
-    importers = [
-        str(p)
-        for p in [*SOURCES, *PACKAGE.parent.joinpath("bench").glob("*.py")]
-        if any(m == CLI or m.startswith(CLI + ".") for m in imported_modules(p))
-    ]
-    assert importers == []
+def test_no_import_cycle():
+    assert cycles(GRAPH) == []
 
 
-def test_the_checker_sees_an_upward_import(tmp_path):
-    """The rule can fail: a plugin file importing the app is caught."""
-    bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from optimlight.app.data import MEAN\n    import hydra\n")
-    assert {"optimlight.app.data", "optimlight.app.data.MEAN", "hydra"} <= imported_modules(bad)
+def test_only_the_cli_imports_the_hydra_plugins():
+    importers = sorted(m for m, imports in GRAPH.items() if any(i.startswith("hydra_plugins") for i in imports))
+    assert [m for m in importers if not m.startswith("hydra_plugins")] == [CLI]
+
+
+def test_no_module_of_the_package_imports_the_cli():
+    """The CLI is an entry point, as train.py, the bench scripts and the tests are: nothing below it imports it."""
+    assert [name for name, imports in GRAPH.items() if CLI in imports] == []
+
+
+def test_the_checker_sees_upward_imports_and_cycles(tmp_path):
+    """The rules can fail: a function-level import is resolved to its module, and a two-module cycle is found."""
+    for folder in ("optimlight/plugin", "optimlight/app", "hydra_plugins/x"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "optimlight/plugin/a.py").write_text("def f():\n    from optimlight.app.b import g\n    import hydra\n")
+    (tmp_path / "optimlight/app/b.py").write_text("from optimlight.plugin import a\nimport hydra_plugins.x.c\n")
+    (tmp_path / "hydra_plugins/x/c.py").write_text("")
+    found = sources(tmp_path)
+    graph = {name: imported_modules(path, found) for name, path in found.items()}
+    assert graph["optimlight.plugin.a"] == {"optimlight.app.b"}
+    assert "hydra" in imported_names(found["optimlight.plugin.a"])
+    assert graph["optimlight.app.b"] == {"optimlight.plugin.a", "hydra_plugins.x.c"}
+    assert cycles(graph) == [["optimlight.app.b", "optimlight.plugin.a"]]

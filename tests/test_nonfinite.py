@@ -6,7 +6,8 @@ import sys
 import pytest
 import torch
 
-from optimlight.app.cli import EXIT_TRAINING_FAILED, main
+from optimlight.app.failures import EXIT_TRAINING_FAILED
+from optimlight.cli import main
 
 RUN = [
     "trainer.max_epochs=2",

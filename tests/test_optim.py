@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from optimlight.app.audit import format_table, group_rows
+from optimlight.app.build import build_module
 from optimlight.app.models import MLP
-from optimlight.app.run import build_module
 from optimlight.app.validate import validate
 from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.optimizers import PLUGIN_KEYS, build_optimizer

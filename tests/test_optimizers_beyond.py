@@ -18,9 +18,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from optimlight.app.audit import group_rows
+from optimlight.app.build import build_module
 from optimlight.app.models import CNN, MLP
 from optimlight.app.preflight import preflight
-from optimlight.app.run import build_module
 from optimlight.app.schedule_free import ScheduleFreeModes
 from optimlight.app.validate import validate
 from optimlight.plugin import registry

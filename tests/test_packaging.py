@@ -67,6 +67,8 @@ def test_the_wheel_carries_the_config(installed):
     assert "optimlight/conf/hydra/callbacks/sweep_summary.yaml" in names
     assert "optimlight/conf/hydra/launcher/population.yaml" in names
     assert "hydra_plugins/optimlight_population/population_launcher.py" in names  # where Hydra looks for launchers
+    assert "optimlight/cli.py" in names  # the console script's module
+    assert not [n for n in names if n.startswith("tests/") or n.endswith("/reference.py")]  # the test oracle stays home
 
 
 @pytest.mark.slow

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
 import optimlight
+from optimlight.plugin import ConfigError, OptimizerInfo, SchedulerInfo, check_optimizer, registry
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -55,3 +57,56 @@ def test_public_api():
         ("decay", 0.1, ["0.weight"]),
         ("no_decay", 0.0, ["0.bias", "1.weight", "1.bias"]),
     ]
+
+
+class SignDescent(torch.optim.Optimizer):
+    """A user's own optimizer, derived from no class the registry lists: p <- p - lr * sign(grad)."""
+
+    def __init__(self, params, lr: float = 0.01, weight_decay: float = 0.0):
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.sub_(group["lr"] * (p.grad.sign() + group["weight_decay"] * p))
+
+
+@pytest.fixture
+def registry_tables(monkeypatch):
+    """register() writes the package's tables: the test gets copies, so no row outlives it."""
+    monkeypatch.setattr(registry, "OPTIMIZERS", dict(registry.OPTIMIZERS))
+    monkeypatch.setattr(registry, "SCHEDULERS", dict(registry.SCHEDULERS))
+
+
+def test_a_registered_optimizer_row_rules_how_the_plugin_builds_and_checks_it(registry_tables):
+    node = {"_target_": f"{__name__}.SignDescent", "lr": 0.1, "weight_decay": 0.01}
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    unlisted = optimlight.build_optimizer(model, node)
+    assert [g["name"] for g in unlisted.param_groups] == ["decay", "no_decay"]  # described from its signature
+
+    optimlight.register(
+        SignDescent, OptimizerInfo(param_groups=False, mixed_precision=False, rules={"lr": (lambda v: 0 < v <= 1, "(0, 1]")})
+    )
+    built = optimlight.build_optimizer(model, node)
+    assert isinstance(built, SignDescent) and [g["name"] for g in built.param_groups] == ["all"]
+    x = torch.randn(8, 3)
+    before = model[0].weight.detach().clone()
+    model(x).pow(2).sum().backward()
+    built.step()
+    assert torch.allclose(model[0].weight, before - 0.1 * (model[0].weight.grad.sign() + 0.01 * before))
+    with pytest.raises(ConfigError, match=r"^optimizer.lr=5 is not allowed: expected \(0, 1\]$"):
+        check_optimizer({**node, "lr": 5})
+    with pytest.raises(ConfigError, match="^trainer.precision='bf16-mixed' is not allowed"):
+        check_optimizer(node, precision="bf16-mixed")
+
+
+def test_register_takes_a_class_and_a_row(registry_tables):
+    scheduler_row = SchedulerInfo(interval="step")
+    optimlight.register(torch.optim.lr_scheduler.StepLR, scheduler_row)
+    assert registry.scheduler_info(torch.optim.lr_scheduler.StepLR) is scheduler_row
+    with pytest.raises(TypeError, match="takes a class"):
+        optimlight.register(SignDescent(nn.Linear(1, 1).parameters()), OptimizerInfo())
+    with pytest.raises(TypeError, match="OptimizerInfo or a SchedulerInfo"):
+        optimlight.register(SignDescent, {"closure": True})

@@ -13,9 +13,9 @@ from hydra.utils import instantiate
 from lightning import Callback
 from matplotlib.image import imread
 
+from optimlight.app.build import build_module
 from optimlight.app.data import TRAIN_SIZE
 from optimlight.app.plan import plan_run
-from optimlight.app.run import build_module
 from optimlight.plugin.errors import ConfigError
 from optimlight.tools.preview import format_table, plot_curves, schedule_curves
 from tests.conftest import REPO

@@ -1,4 +1,4 @@
-"""optimlight.tools.reference against torch.optim: the same 20 float64 steps on a small non-convex loss, over each
+"""tests/reference.py (the test oracle) against torch.optim: the same 20 float64 steps on a small non-convex loss, over each
 optimizer's option grid, must leave parameters (and ASGD's average) within 1e-10 of torch's.
 
 The references follow torch where the seed documents' formulas differ from it, and test_seed_formula_is_not_torchs
@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from optimlight.plugin.errors import ConfigError
-from optimlight.tools.reference import REFERENCE, make_reference
 from tests.conftest import TORCH_OPTIMIZERS
+from tests.reference import REFERENCE, make_reference
 
 STEPS, TOL = 20, 1e-10
 TORCH = TORCH_OPTIMIZERS

@@ -23,11 +23,12 @@ from omegaconf import OmegaConf
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from optimlight.app.build import build_module
 from optimlight.app.csv_log import HistoryWriter
 from optimlight.app.hooks import skip_idle_batch_hooks
 from optimlight.app.models import MLP
 from optimlight.app.module import EpochSums
-from optimlight.app.run import apply_speed_settings, build_module
+from optimlight.app.run import apply_speed_settings
 from optimlight.plugin import configure_optimizers
 from optimlight.plugin.cuda_probe import NVML_CHECK, nvml_count, skip_failing_nvml_check
 from optimlight.plugin.optimizers import build_optimizer

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import optuna
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -88,27 +89,25 @@ def test_a_failed_job_is_recorded_its_run_marked_failed_and_the_next_job_runs(mu
 
 
 @pytest.mark.slow
-def test_optuna_search_on_the_joblib_launcher(multirun, tmp_path, capfd):
-    """3 Optuna trials in batches of 2, each batch run in parallel by 2 joblib worker processes."""
-    sweep = tmp_path / "optuna"
-    overrides = ["hparams_search=optuna", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-    overrides += ["hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=3", *SWEEP_TINY]
+def test_tuning_studies_on_the_joblib_launcher(multirun, tmp_path, capfd):
+    """Two studies of 2 trials, each batch's trials run in parallel by 2 joblib worker processes that report to the
+    studies in the sweep dir's database; then one final seed each."""
+    sweep = tmp_path / "tune"
+    overrides = ["hparams_search=tune", "optimizer=sgd,adam", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    overrides += ["hydra.sweeper.n_trials=2", "hydra.sweeper.final.seeds=1", *SWEEP_TINY]
     assert multirun(overrides, sweep) == 0
     assert "Joblib.Parallel(n_jobs=2" in capfd.readouterr().out
-    jobs = find_jobs(sweep)
-    assert len(jobs) == 3 and {job.status for job in jobs} == {"completed"}
-    runs = [only_run(job.dir) for job in jobs]
-    assert len({run.id for run in runs}) == 3 and {run.group for run in runs} == {sweep_group_name(sweep)}
-
-    best = OmegaConf.load(sweep / "optimization_results.yaml")
-    best_job = max(jobs, key=lambda job: job.metric("val/acc_best"))
-    assert best.best_value == pytest.approx(best_job.metric("val/acc_best"))
-    for key, value in best.best_params.items():
-        assert f"{key}={value}" in best_job.overrides
-    for job in jobs:
-        params = dict(o.split("=", 1) for o in job.overrides if o.startswith("optimizer."))
-        assert 1e-4 <= float(params["optimizer.lr"]) <= 1e-1 and 1e-6 <= float(params["optimizer.weight_decay"]) <= 1e-1
-    assert len(read_summary(sweep)) == 3
+    trials = find_jobs(sweep / "search")
+    assert len(trials) == 4 and {job.status for job in trials} == {"completed"}
+    runs = [only_run(job.dir) for job in trials]
+    assert len({run.id for run in runs}) == 4 and {run.group for run in runs} == {sweep_group_name(sweep / "search")}
+    for name in ("sgd", "adam"):
+        study = optuna.load_study(study_name=f"tune/optimizer={name}", storage=f"sqlite:///{sweep / 'optuna.db'}")
+        values = sorted(t.value for t in study.trials)
+        assert values == sorted(j.metric("val/acc_best") for j in trials if j.name.startswith(f"optimizer={name}/"))
+        (final,) = [j for j in find_jobs(sweep / "final") if j.name.startswith(f"optimizer={name}/")]
+        assert f"optimizer.lr={study.best_params['lr']!r}" in final.overrides and final.status == "completed"
+    assert len(read_summary(sweep / "search")) == 4
 
 
 def test_slurm_launcher_config_gives_one_task_per_gpu():

@@ -7,11 +7,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from optimlight.app.failures import EXIT_BAD_INPUT
 from optimlight.plugin.errors import ConfigError
 from optimlight.tools.tuning.sweeper import TuneSweep
-
-#: The command line's exit status for bad input (optimlight.app.cli.EXIT_BAD_INPUT).
-EXIT_BAD_INPUT = 2
 
 
 def refusing(step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

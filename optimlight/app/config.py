@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,19 +24,6 @@ def find_config_dir() -> Path:
 
 
 CONFIG_DIR = str(find_config_dir())
-
-
-def register_launchers() -> None:
-    """Make `hydra/launcher=population` and `hydra/sweeper=tune` known to Hydra. Hydra finds plugins by listing the
-    hydra_plugins package's folders, which misses these in an editable install (setuptools maps them through an
-    import hook, not a folder on sys.path); registering them by hand works for every install."""
-    from hydra.core.plugins import Plugins
-
-    from hydra_plugins.optimlight_population.population_launcher import PopulationLauncher
-    from hydra_plugins.optimlight_tune.tune_sweeper import TuneSweeper
-
-    Plugins.instance().register(PopulationLauncher)
-    Plugins.instance().register(TuneSweeper)
 
 
 def compose_config(overrides: Sequence[str] = (), run_dir: str | Path = "outputs/api") -> DictConfig:
@@ -61,32 +47,3 @@ def config_choices() -> dict:
 def options(group: str) -> list[str]:
     """The options of config group `group` (its YAML files), as `<group>=<option>` takes them."""
     return sorted(path.stem for path in (Path(CONFIG_DIR) / group).glob("*.yaml"))
-
-
-#: Overrides that pick a repetition of a configuration (or how it is run) rather than a different one.
-REPETITION_KEYS = ("seed", "skip_completed", "speed.num_threads")
-#: W&B's limit on a job_type's length.
-JOB_TYPE_LENGTH = 64
-
-
-def configuration_overrides(overrides: Sequence[str]) -> list[str]:
-    """The command line's overrides that define the configuration: `seed` (and Hydra's own keys) left out, so
-    the runs of one configuration under several seeds share them."""
-    kept = []
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key not in REPETITION_KEYS and not key.startswith("hydra."):
-            kept.append(override)
-    return kept
-
-
-def configuration_label(overrides: Sequence[str]) -> str:
-    """The configuration as a W&B job_type: its overrides, config-group choices first, at most 64 characters
-    (a hash of the whole keeps long ones apart)."""
-    kept = configuration_overrides(overrides)
-    choices_first = [o for o in kept if "." not in o.split("=", 1)[0]] + [o for o in kept if "." in o.split("=", 1)[0]]
-    label = " ".join(choices_first) or "default"
-    if len(label) <= JOB_TYPE_LENGTH:
-        return label
-    digest = hashlib.sha1(label.encode()).hexdigest()[:8]
-    return f"{label[: JOB_TYPE_LENGTH - 9]}~{digest}"

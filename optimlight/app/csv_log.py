@@ -20,7 +20,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
-from optimlight.app.schema import PositiveInt
+from optimlight.app.ranges import PositiveInt
 
 
 class HistoryWriter(ExperimentWriter):

@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import WandbLogger
 from typing_extensions import override
 
 from optimlight.app.loggers import is_logging_step, log_step_metrics
-from optimlight.app.schema import NonNegativeInt
+from optimlight.app.ranges import NonNegativeInt
 
 
 class GradNorm(L.Callback):

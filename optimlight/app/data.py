@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from typing_extensions import override
 
-from optimlight.app.schema import PositiveInt, Seed
+from optimlight.app.ranges import PositiveInt, Seed
 from optimlight.plugin.errors import ConfigError
 
 

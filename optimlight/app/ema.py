@@ -18,6 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.nodes import to_dict
+from optimlight.plugin.schedulers import VALIDATION
 
 SWA_ANNEALING = ("cos", "linear")
 
@@ -49,6 +50,9 @@ class EMA(WeightAveraging):
     without EMA, and batch by batch on the average, logged as `val/acc_ema`. Checkpoints hold the average, and a
     test or validate run from a checkpoint evaluates it (Lightning would load the raw weights back).
     """
+
+    #: What it logs through `pl_module.log`, and when: a metric a checkpoint, scheduler or early stop may monitor.
+    LOGGED_METRICS = {"val/acc_ema": VALIDATION}
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from optimlight.app.config import configuration_label
+from optimlight.app.overrides import configuration_label
 from optimlight.plugin.errors import ConfigError, first_line
 from optimlight.plugin.nodes import to_dict
 

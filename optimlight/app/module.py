@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from optimlight.app.loggers import is_logging_step, log_step_metrics
-from optimlight.app.schema import Fraction
+from optimlight.app.ranges import Fraction
 from optimlight.plugin import configure_optimizers
 from optimlight.plugin.schedulers import TRAIN_EPOCH, VALIDATION
 

@@ -23,9 +23,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from optimlight.app.build import build_callbacks, build_module
 from optimlight.app.config import CONFIG_DIR
 from optimlight.app.data import DataError
 from optimlight.app.models import IMAGE_SHAPE
+from optimlight.app.overrides import is_choice, override_key, parse_override
 from optimlight.app.plan import plan_run
 from optimlight.app.schema import check_types
 from optimlight.app.validate import validate
@@ -43,7 +45,7 @@ def task_overrides() -> list[str]:
 
 def defaults_for(overrides: list[str]) -> DictConfig:
     """The config with the same group options but no value overrides: what each overridden key reverts to."""
-    return compose_defaults(tuple(o for o in overrides if "." not in o.split("=", 1)[0].lstrip("+~")))
+    return compose_defaults(tuple(o for o in overrides if is_choice(o)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -60,12 +62,10 @@ def blame(cfg: DictConfig, groups: tuple[str, ...], build: Build, exc: Exception
     if isinstance(exc, InstantiationException) and exc.__cause__ is not None:
         exc = exc.__cause__  # Hydra's wrapper of the constructor's own error
     reason = " ".join(str(exc).split()) or type(exc).__name__
-    overrides = [o for o in task_overrides() if o.lstrip("+~").split("=", 1)[0].split(".")[0] in groups and "=" in o]
-    defaults = defaults_for(task_overrides()) if overrides else None
-    for override in overrides:
-        key, value = override.lstrip("+~").split("=", 1)
-        if "." not in key:
-            continue
+    keys = [override_key(o) for o in task_overrides() if not (is_choice(o) or parse_override(o).is_delete())]
+    keys = [key for key in keys if key.split(".")[0] in groups]
+    defaults = defaults_for(task_overrides()) if keys else None
+    for key in keys:
         trial = cfg.copy()
         with open_dict(trial):
             default = OmegaConf.select(defaults, key, default=None)
@@ -92,8 +92,6 @@ def attempt(cfg: DictConfig, groups: tuple[str, ...], build: Build):
 
 def build_network(cfg: DictConfig):
     """The module on its network, with one loss on a blank batch of two images (shapes, loss settings)."""
-    from optimlight.app.run import build_module
-
     module = build_module(cfg)
     x = torch.zeros(2, *IMAGE_SHAPE)
     module.criterion(module(x), torch.zeros(2, dtype=torch.long))
@@ -106,8 +104,6 @@ def build_schedule(cfg: DictConfig):
 
 
 def build_trainer(cfg: DictConfig):
-    from optimlight.app.run import build_callbacks
-
     callbacks, _, _ = build_callbacks(cfg.callbacks, interactive=False, has_logger=False)
     return instantiate(cfg.trainer, callbacks=callbacks, logger=False, enable_progress_bar=False)
 

@@ -1,6 +1,6 @@
 """One training run from a composed config: validate, build, fit, test the best checkpoint, write the run record.
 
-The command line (`optimlight.app.cli`) and the tools (`optimlight.tools.api`) both call `run`.
+The command line (`optimlight.cli`) and the tools (`optimlight.tools.api`) both call `run`.
 """
 
 from __future__ import annotations
@@ -16,84 +16,30 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from optimlight.app.callbacks import EpochTimer, LoaderPosition, NonFiniteLossError, RunLength, stop_status
+from optimlight.app.build import build_callbacks, build_module
+from optimlight.app.callbacks import stop_status
 from optimlight.app.config import config_choices
-from optimlight.app.csv_log import ResumeCSVHistory
-from optimlight.app.data import DataError
+from optimlight.app.failures import error_text
 from optimlight.app.hooks import skip_idle_batch_hooks
 from optimlight.app.loggers import build_loggers, log_config, log_summary, tracked
-from optimlight.app.module import Classifier
 from optimlight.app.preflight import preflight
 from optimlight.app.quiet import lightning_info_off, quiet_dependencies
 from optimlight.app.record import read_results, record_failure, write_results
 from optimlight.app.runlog import metrics_line, shown
-from optimlight.app.targets import TimeToTarget
 from optimlight.app.threads import auto_threads, busy_cores, launcher_jobs, step_flops
 from optimlight.app.tune import tune
 from optimlight.plugin.cuda_probe import skip_failing_nvml_check
-from optimlight.plugin.errors import ConfigError, first_line
-from optimlight.plugin.nodes import import_object, to_dict
-from optimlight.plugin.registry import scheduler_info
-from optimlight.plugin.schedulers import scheduler_kwargs, warmup_setting
-
-
-def sized_schedule(scheduler: DictConfig | None) -> str | None:
-    """The scheduler's class name when its length or warmup is counted from the run's length, else None."""
-    node = to_dict(scheduler)
-    if not node.get("_target_"):
-        return None
-    cls = import_object(node["_target_"], "scheduler._target_")
-    sized = scheduler_info(cls).sized_from_run(scheduler_kwargs(node, cls)) or warmup_setting(node)[1]
-    return cls.__name__ if sized else None
-
+from optimlight.plugin.schedulers import sized_schedule
 
 log = logging.getLogger(__name__)
-#: trainer.precision values that convert the weights themselves, and to what.
-WEIGHT_DTYPES = {"64-true": torch.float64, "64": torch.float64, "bf16-true": torch.bfloat16, "16-true": torch.float16}
 #: A failed run's error line, for train.log only: the command line prints it on stderr as the last line.
 failure_log = logging.getLogger("optimlight.failure")
-
-
-def build_callbacks(
-    cfg: DictConfig, interactive: bool, has_logger: bool, targets: Sequence[float] = (), schedule: str | None = None
-) -> tuple[list[L.Callback], EpochTimer, TimeToTarget]:
-    """The `callbacks` group's entries; the progress bar only on a terminal; LearningRateMonitor only when there
-    is a logger to write to (Lightning refuses it otherwise); the epoch timer and the time-to-target record, which
-    the run record reads; the CSV history's resume, the loader's position and the run-length guard of a schedule
-    sized from the run."""
-    callbacks = [
-        instantiate(node)
-        for name, node in (cfg or {}).items()
-        if node and node.get("_target_") and (interactive or name != "progress_bar")
-    ]
-    if not has_logger:
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    timer = EpochTimer()
-    reached = TimeToTarget(targets, timer)
-    return [*callbacks, timer, reached, ResumeCSVHistory(), RunLength(schedule), LoaderPosition()], timer, reached
-
-
-def build_module(cfg: DictConfig) -> Classifier:
-    """The classifier for the composed config: the `model` network, the `optimizer`/`scheduler` nodes as dicts.
-
-    Its `example_input_array` is one Fashion-MNIST image, from which Lightning's model summary measures each
-    layer's FLOPs and shapes (without one it shows a column of zeros and `Total FLOPs: 0`), in the dtype the
-    precision gives the weights (`64-true`, `bf16-true`, `16-true`): the summary's forward casts no input."""
-    module = Classifier(
-        instantiate(cfg.model),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-        **cfg.module,
-    )
-    module.example_input_array = torch.zeros(1, 1, 28, 28, dtype=WEIGHT_DTYPES.get(str(cfg.trainer.precision), torch.float32))
-    return module
 
 
 def thread_count(cfg: DictConfig, processes: int = 1, networks: int = 1) -> int | None:
@@ -139,11 +85,6 @@ def restore_spawned_callbacks(trainer: L.Trainer, callbacks: Sequence[L.Callback
     for callback in callbacks:
         if callback.state_key in states:
             callback.load_state_dict(states[callback.state_key])
-
-
-def error_text(exc: BaseException) -> str:
-    """What results.json's `error` says: optimlight's own one-line errors as they are, others as `Type: line`."""
-    return str(exc) if isinstance(exc, (ConfigError, DataError, NonFiniteLossError)) else first_line(exc)
 
 
 def record_run(

@@ -21,31 +21,20 @@ from typing import Annotated, Any, Literal
 import annotated_types as at
 from omegaconf import DictConfig
 
+from optimlight.app.module import Classifier
+from optimlight.app.ranges import NonNegative, NonNegativeInt, PositiveInt, Seed
 from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.nodes import import_object, to_dict
 from optimlight.plugin.registry import optimizer_info, scheduler_info
+from optimlight.plugin.schedulers import LIGHTNING_KEYS, WARMUP_KEYS
 
 #: Keys of a node that belong to optimlight or Lightning, not to the constructor, with their types.
 EXTRA_KEYS: dict[str, dict[str, Any]] = {
     "optimizer": {"no_decay": Sequence[str]},
-    "scheduler": {
-        "interval": Literal["epoch", "step"],
-        "frequency": int,
-        "monitor": str | None,
-        "strict": bool,
-        "name": str | None,
-        "warmup_epochs": int | None,
-        "warmup_steps": int | None,
-        "warmup_start_factor": float | None,
-    },
+    "scheduler": {**LIGHTNING_KEYS, **WARMUP_KEYS},
 }
 
 
-#: What seed_everything and numpy accept as a seed (Lightning replaces others by a random seed, with a warning).
-Seed = Annotated[int, at.Interval(ge=0, le=2**32 - 1)]
-PositiveInt = Annotated[int, at.Ge(1)]
-NonNegativeInt = Annotated[int, at.Ge(0)]
-Fraction = Annotated[float, at.Interval(ge=0, le=1)]
 #: Arguments of other libraries' classes that their constructors take unchecked, by class path.
 RANGES: dict[str, dict[str, Any]] = {
     "lightning.pytorch.Trainer": {
@@ -54,7 +43,8 @@ RANGES: dict[str, dict[str, Any]] = {
         "accumulate_grad_batches": PositiveInt,
         "num_sanity_val_steps": Annotated[int, at.Ge(-1)] | None,
         "max_steps": Annotated[int, at.Ge(-1)],
-        "val_check_interval": Fraction | PositiveInt | str | dict | None,
+        "val_check_interval": Annotated[float, at.Interval(gt=0, le=1)] | PositiveInt | str | dict | None,
+        "gradient_clip_val": NonNegative | None,
     },
     "lightning.pytorch.callbacks.RichProgressBar": {"refresh_rate": NonNegativeInt},
 }
@@ -80,18 +70,12 @@ class ReportSettings:
     targets: Sequence[float] = ()
 
 
-def _module_owner() -> Callable:
-    from optimlight.app.module import Classifier
-
-    return Classifier.__init__
-
-
 #: Nodes without a `_target_`: the callable whose signature types them.
 OWNERS: dict[str, Callable[[], Callable]] = {
     "": lambda: RunSettings,
     "speed": lambda: SpeedSettings,
     "report": lambda: ReportSettings,
-    "module": _module_owner,
+    "module": lambda: Classifier.__init__,
 }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.tuner import Tuner
 
+from optimlight.app.overrides import override_key
 from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.nodes import to_dict
 
@@ -53,7 +54,11 @@ def check_tune(node: Mapping | None) -> None:
 
 def rerun_command(lr_override: str) -> str:
     """This job's command line with the suggested `optimizer.lr=` override in place of the tuning step."""
-    kept = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(("tune", "optimizer.lr="))]
+    kept = [
+        o
+        for o in HydraConfig.get().overrides.task
+        if override_key(o).split(".")[0] != "tune" and override_key(o) != "optimizer.lr"
+    ]
     return " ".join(["python train.py", *kept, lr_override])
 
 

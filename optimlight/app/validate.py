@@ -6,11 +6,12 @@ Each group's checks live beside the code that reads the group; this module only 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from optimlight.app.data import check_data_args
+from optimlight.app.build import PRECISIONS
 from optimlight.app.ema import check_averaging
 from optimlight.app.loggers import check_logger
 from optimlight.app.module import LOGGED_METRICS
@@ -18,9 +19,8 @@ from optimlight.app.targets import check_targets
 from optimlight.app.tune import check_tune
 from optimlight.plugin import ConfigError, check_optimizer, check_scheduler
 from optimlight.plugin.nodes import import_object
+from optimlight.plugin.optimizers import optimizer_class
 from optimlight.plugin.registry import optimizer_info
-
-PRECISIONS = ("64-true", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", 64, 32)
 
 
 def check_trainer(cfg: DictConfig) -> None:
@@ -39,23 +39,11 @@ def check_trainer(cfg: DictConfig) -> None:
         raise ConfigError("trainer.max_epochs", max_epochs, "a positive integer (or -1 for no epoch limit)")
 
 
-MATMUL_PRECISIONS = ("highest", "high", "medium")
-
-
-def check_speed(cfg: DictConfig | None) -> None:
-    cfg = cfg or {}
-    threads, matmul = cfg.get("num_threads"), cfg.get("float32_matmul_precision")
-    if threads not in (None, "auto") and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise ConfigError("speed.num_threads", threads, "a positive integer, auto (by model size and cores) or null")
-    if matmul is not None and matmul not in MATMUL_PRECISIONS:
-        raise ConfigError("speed.float32_matmul_precision", matmul, f"one of {', '.join(MATMUL_PRECISIONS)} or null")
-
-
 def check_module(cfg: DictConfig) -> None:
     """`module` settings that depend on the optimizer."""
     if not (cfg.get("module") or {}).get("skip_nonfinite_loss"):
         return
-    cls = import_object(cfg.optimizer._target_, "optimizer._target_")
+    cls = optimizer_class(cfg.optimizer)
     if optimizer_info(cls).closure:
         allowed = (
             f"false with {cls.__name__}: it evaluates the loss several times within one step (its line search), "
@@ -72,12 +60,29 @@ def check_ckpt_path(ckpt_path: str | None) -> None:
         )
 
 
+def logged_metrics(callbacks: Mapping) -> dict[str, str]:
+    """What the run logs through `self.log` while fitting, and when: the module's metrics and those of the
+    configured callbacks that log their own (a class's `LOGGED_METRICS`, e.g. EMA's val/acc_ema)."""
+    metrics = dict(LOGGED_METRICS)
+    for key, node in callbacks.items():
+        if node and node.get("_target_"):
+            metrics.update(getattr(import_object(node["_target_"], f"callbacks.{key}._target_"), "LOGGED_METRICS", {}))
+    return metrics
+
+
+def check_monitors(cfg: DictConfig, metrics: Mapping[str, str]) -> None:
+    """Every `monitor` (the scheduler's, each callback's) is null or a metric the run logs: Lightning only warns
+    about a missing one, once training runs, and the checkpoint or early stop then never acts."""
+    nodes = {"scheduler": cfg.scheduler, **{f"callbacks.{key}": node for key, node in (cfg.callbacks or {}).items()}}
+    for path, node in nodes.items():
+        monitor = (node or {}).get("monitor")
+        if monitor is not None and monitor not in metrics:
+            raise ConfigError(f"{path}.monitor", monitor, f"null or a metric the run logs: {', '.join(metrics)}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise the first `ConfigError` found in the composed config."""
-    data = cfg.data
-    check_data_args(batch_size=data.batch_size, val_size=data.val_size, num_workers=data.num_workers, loader=data.loader)
     check_trainer(cfg.trainer)
-    check_speed(cfg.get("speed"))
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
     check_optimizer(
         optimizer,
@@ -85,7 +90,9 @@ def validate(cfg: DictConfig) -> None:
         gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
     )
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
-    check_scheduler(scheduler, optimizer, trainer=cfg.trainer, logged_metrics=LOGGED_METRICS)
+    metrics = logged_metrics(cfg.callbacks or {})
+    check_scheduler(scheduler, optimizer, trainer=cfg.trainer, logged_metrics=metrics)
+    check_monitors(cfg, metrics)
     check_module(cfg)
     check_ckpt_path(cfg.get("ckpt_path"))
     check_averaging(cfg.callbacks or {})

@@ -8,7 +8,7 @@ from optimlight.plugin.cuda_probe import skip_failing_nvml_check
 from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.optimizers import build_optimizer, check_optimizer
 from optimlight.plugin.param_groups import no_decay_names, param_groups
-from optimlight.plugin.registry import OPTIMIZERS, SCHEDULERS, OptimizerInfo, SchedulerInfo
+from optimlight.plugin.registry import OPTIMIZERS, SCHEDULERS, OptimizerInfo, SchedulerInfo, register
 from optimlight.plugin.schedulers import build_scheduler, check_scheduler
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "configure_optimizers",
     "no_decay_names",
     "param_groups",
+    "register",
     "skip_failing_nvml_check",
 ]

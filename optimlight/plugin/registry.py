@@ -2,8 +2,9 @@
 signature, as one table each (the shape of timm's `OptimInfo`).
 
 Adding an optimizer torch ships is one YAML file in `conf/optimizer/`; a class with special needs (a closure,
-no parameter groups, no mixed precision, train/eval modes) also gets one row in `OPTIMIZERS`. A class without a
-row (a user's own, a subclass of none listed) is described from its signature by `optimizer_info`.
+no parameter groups, no mixed precision, train/eval modes) also gets one row: `register(cls, OptimizerInfo(...))`,
+for a user's own class as for optimlight's. A class without a row (a subclass of none listed) is described from
+its signature by `optimizer_info`.
 """
 
 from __future__ import annotations
@@ -266,6 +267,29 @@ SCHEDULERS: dict[type, SchedulerInfo] = {
         monitors=True,
     ),
 }
+
+
+def register(cls: type, info: OptimizerInfo | SchedulerInfo) -> None:
+    """Give an optimizer or scheduler class its row: what the builders and checks must know beyond its signature.
+
+    A class without a row is described from its signature; a subclass uses its nearest listed base's row. A row
+    registered for a class already listed replaces it. Register before building (e.g. beside the class).
+
+    Args:
+        cls: the optimizer (`torch.optim.Optimizer` subclass) or scheduler class a config's `_target_` names.
+        info: its row: an `OptimizerInfo` for an optimizer, a `SchedulerInfo` for a scheduler.
+
+    Raises:
+        TypeError: `cls` is not a class, or `info` is neither row type.
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"register() takes a class, not {cls!r}")
+    if isinstance(info, OptimizerInfo):
+        OPTIMIZERS[cls] = info
+    elif isinstance(info, SchedulerInfo):
+        SCHEDULERS[cls] = info
+    else:
+        raise TypeError(f"register() takes an OptimizerInfo or a SchedulerInfo, not {type(info).__name__}")
 
 
 def scheduler_info(cls: type) -> SchedulerInfo:

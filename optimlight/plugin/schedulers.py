@@ -12,6 +12,7 @@ run's length from the trainer, OneCycleLR's peak from the optimizer, ReduceLROnP
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,14 +28,21 @@ from optimlight.plugin.nodes import (
     is_number,
     to_dict,
 )
-from optimlight.plugin.registry import cycles_momentum, optimizer_info, plateau_mode, scheduler_info
+from optimlight.plugin.optimizers import optimizer_class
+from optimlight.plugin.registry import Interval, cycles_momentum, optimizer_info, plateau_mode, scheduler_info
 from optimlight.plugin.wsd import DECAYS
 
-#: Keys of a scheduler node that go to Lightning's scheduler config rather than to the constructor.
-LIGHTNING_KEYS = ("interval", "frequency", "monitor", "strict", "name")
-#: Keys of a scheduler node that put a linear warmup in front of the scheduler.
-WARMUP_KEYS = ("warmup_steps", "warmup_epochs", "warmup_start_factor")
-INTERVALS = ("epoch", "step")
+#: Keys of a scheduler node that go to Lightning's scheduler config rather than to the constructor, with their types.
+LIGHTNING_KEYS: dict[str, Any] = {
+    "interval": Interval,
+    "frequency": int,
+    "monitor": str | None,
+    "strict": bool,
+    "name": str | None,
+}
+#: Keys of a scheduler node that put a linear warmup in front of the scheduler, with their types.
+WARMUP_KEYS: dict[str, Any] = {"warmup_steps": int | None, "warmup_epochs": int | None, "warmup_start_factor": float | None}
+INTERVALS: tuple[str, ...] = typing.get_args(Interval)
 #: The warmup's first learning rate as a fraction of the optimizer's, when the node does not say.
 WARMUP_START_FACTOR = 0.01
 
@@ -173,6 +181,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping | None, train
     return {"scheduler": scheduler, **settings}
 
 
+def sized_schedule(scheduler: Mapping | None) -> str | None:
+    """The scheduler's class name when its length or warmup is counted from the run's length, else None."""
+    node = to_dict(scheduler)
+    if not node.get("_target_"):
+        return None
+    cls = import_object(node["_target_"], "scheduler._target_")
+    sized = scheduler_info(cls).sized_from_run(scheduler_kwargs(node, cls)) or warmup_setting(node)[1]
+    return cls.__name__ if sized else None
+
+
 def check_values(cfg: Mapping) -> None:
     for key, value in cfg.items():
         if is_number(value) and not math.isfinite(value):
@@ -247,34 +265,25 @@ def check_monitor(settings: Mapping, trainer: Mapping | None, logged_metrics: Ma
         raise ConfigError("scheduler.frequency", frequency, allowed)
 
 
-def check_cycle_momentum(cfg: Mapping, optimizer_cfg: Mapping) -> None:
+def check_cycle_momentum(cfg: Mapping, optimizer_cls: type, optimizer_cfg: Mapping) -> None:
     """Refuse `cycle_momentum: true` where cycling would switch momentum on (SGD momentum 0, RMSprop, Adagrad)."""
-    if cfg.get("cycle_momentum") is not True or not optimizer_cfg.get("_target_"):
+    if cfg.get("cycle_momentum") is not True:
         return
-    cls = import_object(optimizer_cfg["_target_"], "optimizer._target_")
-    if not cycles_momentum(optimizer_info(cls), constructor_defaults(cls) | dict(optimizer_cfg)):
-        allowed = f"false or null: {cls.__name__} runs without momentum (or give it momentum)"
+    if not cycles_momentum(optimizer_info(optimizer_cls), constructor_defaults(optimizer_cls) | dict(optimizer_cfg)):
+        allowed = f"false or null: {optimizer_cls.__name__} runs without momentum (or give it momentum)"
         raise ConfigError("scheduler.cycle_momentum", True, allowed)
 
 
-def check_lr_floor(kwargs: Mapping, cls: type, optimizer_cfg: Mapping) -> None:
+def check_lr_floor(kwargs: Mapping, cls: type, optimizer_cls: type) -> None:
     """Refuse a schedule that ends at lr 0 for an optimizer whose step fails there (L-BFGS's line search)."""
-    target = optimizer_cfg.get("_target_")
-    if not target or not scheduler_info(cls).reaches_zero_lr(kwargs):
-        return
-    optimizer_cls = import_object(target, "optimizer._target_")
-    if optimizer_info(optimizer_cls).lr_must_stay_positive:
+    if scheduler_info(cls).reaches_zero_lr(kwargs) and optimizer_info(optimizer_cls).lr_must_stay_positive:
         floor = scheduler_info(cls).floor
         allowed = f"a number > 0 with {optimizer_cls.__name__} (e.g. 1e-5): its step divides by the step size"
         raise ConfigError(f"scheduler.{floor}", kwargs.get(floor), allowed)
 
 
-def check_takes_scheduler(cfg: Mapping, optimizer_cfg: Mapping) -> None:
+def check_takes_scheduler(cfg: Mapping, optimizer_cls: type) -> None:
     """Refuse a scheduler for an optimizer that replaces the schedule (schedule-free)."""
-    target = optimizer_cfg.get("_target_")
-    if not target:
-        return
-    optimizer_cls = import_object(target, "optimizer._target_")
     reason = optimizer_info(optimizer_cls).no_scheduler
     if reason:
         raise ConfigError("scheduler._target_", cfg["_target_"], f"null (scheduler=none) with {optimizer_cls.__name__}: {reason}")
@@ -306,7 +315,9 @@ def check_scheduler(
             raise ConfigError(f"scheduler.{key}", value, "nothing: scheduler=none takes no settings (pick a scheduler)")
         return
     cls = import_object(cfg["_target_"], "scheduler._target_")
-    check_takes_scheduler(cfg, optimizer_cfg)
+    optimizer_cls = optimizer_class(optimizer_cfg) if optimizer_cfg.get("_target_") else None
+    if optimizer_cls is not None:
+        check_takes_scheduler(cfg, optimizer_cls)
     info = scheduler_info(cls)
     settings = lightning_settings(cfg, cls)
     kwargs = scheduler_kwargs(cfg, cls)
@@ -316,9 +327,10 @@ def check_scheduler(
         check_monitor(settings, trainer, logged_metrics)
         if kwargs.get("mode") is None:
             plateau_mode(settings["monitor"])  # raises when the metric's direction cannot be told
-    if info.cycles_momentum:
-        check_cycle_momentum(cfg, optimizer_cfg)
-    check_lr_floor(kwargs, cls, optimizer_cfg)
+    if optimizer_cls is not None:
+        if info.cycles_momentum:
+            check_cycle_momentum(cfg, optimizer_cls, optimizer_cfg)
+        check_lr_floor(kwargs, cls, optimizer_cls)
     sized, (warmup_key, warmup) = info.sized_from_run(kwargs), warmup_setting(cfg)
     if (sized or warmup) and settings.get("frequency", 1) != 1:
         allowed = "1 when the schedule's length or warmup is counted from the run"

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from optimlight.app.config import configuration_overrides
+from optimlight.app.overrides import configuration_overrides, override_key
 from optimlight.app.record import write_atomic
 from optimlight.app.targets import time_to_target_from_metrics
 from optimlight.tools.sweep import Job, find_jobs, override_label
@@ -264,7 +264,7 @@ def workload_of(config: Configuration) -> str:
 def solver_of(config: Configuration, common: Collection[str] = ()) -> str:
     """The configuration without its workload and without the overrides `common` to every configuration: the
     optimizer and schedule settings a profile compares."""
-    kept = [o for o in config.overrides if o.split("=", 1)[0].lstrip("+~") not in WORKLOAD_KEYS and o not in common]
+    kept = [o for o in config.overrides if override_key(o) not in WORKLOAD_KEYS and o not in common]
     return " ".join(override_label(o) for o in kept) or "default"
 
 

@@ -32,13 +32,14 @@ from lightning.pytorch.utilities.types import LRSchedulerConfig
 from omegaconf import DictConfig, OmegaConf
 
 from optimlight.app.audit import format_table, group_rows
+from optimlight.app.build import build_module
 from optimlight.app.callbacks import NonFiniteLossError
 from optimlight.app.csv_log import RunCSVLogger
 from optimlight.app.dashboard import GradNorm, gradient_norm
 from optimlight.app.data import TensorBatches
 from optimlight.app.loggers import build_loggers, finish_wandb, log_config, start_wandb_run
 from optimlight.app.plan import limit_batches, plan_run
-from optimlight.app.run import build_module, record_run
+from optimlight.app.run import record_run
 from optimlight.app.runlog import RUN_LOG, metrics_line
 from optimlight.app.targets import time_to_target
 from optimlight.plugin.errors import ConfigError

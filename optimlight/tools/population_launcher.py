@@ -12,7 +12,6 @@ import copy
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +35,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from optimlight.app.callbacks import NonFiniteLossError
 from optimlight.app.config import CONFIG_DIR, config_choices
+from optimlight.app.failures import error_text, exit_preempted
 from optimlight.app.preflight import preflight
 from optimlight.app.quiet import lightning_info_off, quiet_dependencies
 from optimlight.app.record import read_results, record_failure
-from optimlight.app.run import apply_speed_settings, error_text
+from optimlight.app.run import apply_speed_settings
 from optimlight.plugin.errors import ConfigError
-from optimlight.plugin.nodes import import_object
+from optimlight.plugin.optimizers import optimizer_class
 from optimlight.plugin.registry import optimizer_info
 from optimlight.tools.batched import unbatchable
 from optimlight.tools.population import PRECISIONS, Member, Population, build_member, progress, write_record
@@ -54,12 +54,11 @@ POPULATION_CALLBACKS = frozenset(
 )
 #: What members of one population may differ in: each member has its own.
 OWN_KEYS = ("optimizer", "scheduler", "seed")
-EXIT_PREEMPTED = 143
 
 
 def why_alone(cfg: DictConfig) -> str | None:
     """Why the job must run alone (None: it can join a population). Reasons name the config key."""
-    info = optimizer_info(import_object(cfg.optimizer._target_, "optimizer._target_"))
+    info = optimizer_info(optimizer_class(cfg.optimizer))
     trainer, data, module = cfg.trainer, cfg.data, cfg.module
     checks = [
         (info.closure, "optimizer: it re-evaluates its closure several times per step"),
@@ -239,13 +238,7 @@ class PopulationLauncher:
             failure = None if record["status"] == "completed" else (crash or NonFiniteLossError(member.error))
             returns[job.idx] = self._job_end(job, failure or result)
         if isinstance(crash, SIGTERMException):
-            sweep = self.config.hydra.sweep.dir
-            print(
-                f"preempted (SIGTERM): saved each member's checkpoints/last.ckpt; resume by running the same command "
-                f"with hydra.sweep.dir={sweep} ckpt_path=last",
-                file=sys.stderr,
-            )
-            sys.exit(EXIT_PREEMPTED)
+            exit_preempted("each member's checkpoints/last.ckpt", f"hydra.sweep.dir={self.config.hydra.sweep.dir}")
         return returns
 
     def _job_end(self, job: Job, outcome: Any) -> JobReturn:

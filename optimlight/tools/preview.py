@@ -22,9 +22,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from optimlight.app.build import build_module
 from optimlight.app.config import CONFIG_DIR
 from optimlight.app.plan import RunPlan, plan_run
-from optimlight.app.run import build_module
 from optimlight.app.validate import validate
 from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.optimizers import build_optimizer

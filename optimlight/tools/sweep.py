@@ -16,6 +16,7 @@ from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
 from optimlight.app.config import CONFIG_DIR
+from optimlight.app.overrides import override_key, parse_override
 from optimlight.app.record import read_results, write_atomic
 from optimlight.plugin.errors import first_line
 
@@ -70,7 +71,7 @@ def compared(jobs: list[Job]) -> str:
     """What a sweep compares, for its figures' titles: the override keys whose values differ between jobs, then
     the overrides all jobs share (the data dir left out: where the files lie is no training setting)."""
     common = common_overrides(jobs)
-    varied = list(dict.fromkeys(o.split("=", 1)[0] for job in jobs for o in job.overrides if o not in common))
+    varied = list(dict.fromkeys(override_key(o) for job in jobs for o in job.overrides if o not in common))
     shared = " ".join(o for o in common if not o.startswith("data.data_dir="))
     head = f"{' x '.join(varied) or 'one configuration'} ({len(jobs)} job{'s' * (len(jobs) != 1)})"
     return f"{head}; all jobs: {shared}" if shared else head
@@ -79,8 +80,7 @@ def compared(jobs: list[Job]) -> str:
 def override_label(override: str) -> str:
     """An override as a label: a config group's choice as the bare option name (`sgd`), any other key with its
     name (`seed=1`, `optimizer.lr=0.1`), so that a number always says what it is."""
-    key, _, value = override.partition("=")
-    return value if key.lstrip("+~") in CONFIG_GROUPS else override
+    return str(parse_override(override).value()) if override_key(override) in CONFIG_GROUPS else override
 
 
 def job_label(job: Job, common: list[str]) -> str:
