@@ -112,6 +112,12 @@ class RunSummary(ModelSummary):
     log, so train.log holds it as the console shows it; without the total FLOPs of one image's forward pass,
     which nothing compares."""
 
+    def __init__(self, max_depth: int = 1, **summarize_kwargs: Any) -> None:
+        # Lightning checks the depth only when the summary is built, after the run has started
+        if not (isinstance(max_depth, int) and max_depth >= -1):
+            raise ConfigError("callbacks.model_summary.max_depth", max_depth, "-1 (every layer), 0 (none) or a depth > 0")
+        super().__init__(max_depth, **summarize_kwargs)
+
     @staticmethod
     @override
     def summarize(

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from optuna.trial import FrozenTrial, TrialState
 
 from optimlight.app.record import read_results, write_atomic
 from optimlight.tools.compare import format_spread, spread
 from optimlight.tools.figures import plot_lr_sensitivity
-from optimlight.tools.tuning.studies import OBJECTIVE, SURPLUS
-
-if TYPE_CHECKING:
-    from optimlight.tools.tuning.sweeper import Study
+from optimlight.tools.tuning.studies import OBJECTIVE, SURPLUS, Study
 
 
 def epochs_trained(folder: Path) -> int:

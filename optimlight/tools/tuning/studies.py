@@ -12,12 +12,33 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import optuna
+from omegaconf import DictConfig
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from optimlight.plugin.errors import ConfigError
+from optimlight.tools.tuning.space import Dimension
+
+
+@dataclass
+class Study:
+    """One study of the sweep: its label (`optimizer=sgd`), the overrides that make its configuration, its
+    composed config (no trial values yet) and the dimensions it searches."""
+
+    label: str
+    overrides: list[str]
+    cfg: DictConfig
+    dims: list[Dimension]
+    study: optuna.Study
+
+    @property
+    def folder(self) -> str:
+        """Its runs' folder under search/ and final/: `optimizer=sgd`, `optimizer=sgd,scheduler=cosine`."""
+        return self.label.replace(" ", ",")
+
 
 #: The selection metric each trial's value is (validation; never test).
 OBJECTIVE = "val/acc_best"

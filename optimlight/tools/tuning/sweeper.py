@@ -21,7 +21,6 @@ import itertools
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -37,11 +36,12 @@ from optimlight.tools.sweep import job_error
 from optimlight.tools.tuning.pruning import trial_environment
 from optimlight.tools.tuning.racing import next_round
 from optimlight.tools.tuning.report import write_tune_report
-from optimlight.tools.tuning.space import Dimension, dimensions, overrides, suggest
+from optimlight.tools.tuning.space import dimensions, overrides, suggest
 from optimlight.tools.tuning.storage import open_storage, storage_url
 from optimlight.tools.tuning.strategies import make_pruner, make_sampler
 from optimlight.tools.tuning.studies import (
     OBJECTIVE,
+    Study,
     ask_within_budget,
     fail_stale,
     heartbeats,
@@ -53,23 +53,6 @@ from optimlight.tools.tuning.studies import (
 
 log = logging.getLogger(__name__)
 SEARCH, FINAL = "search", "final"
-
-
-@dataclass
-class Study:
-    """One study of the sweep: its label (`optimizer=sgd`), the overrides that make its configuration, its
-    composed config (no trial values yet) and the dimensions it searches."""
-
-    label: str
-    overrides: list[str]
-    cfg: DictConfig
-    dims: list[Dimension]
-    study: optuna.Study
-
-    @property
-    def folder(self) -> str:
-        """Its runs' folder under search/ and final/: `optimizer=sgd`, `optimizer=sgd,scheduler=cosine`."""
-        return self.label.replace(" ", ",")
 
 
 def quoted(text: str) -> str:
