@@ -148,7 +148,7 @@ def start_beside(overrides: Sequence[str], data_dir: str, work: str) -> subproce
     cmd += ["trainer.max_epochs=-1", "trainer.accelerator=cpu", f"hydra.run.dir={run_dir}", *overrides]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = run_dir / "train.log"
-    while proc.poll() is None and not (log.exists() and "epoch 0:" in log.read_text()):
+    while proc.poll() is None and not (log.exists() and "epoch 1:" in log.read_text()):  # epochs count from 1
         time.sleep(0.5)
     if proc.poll() is not None:
         raise RuntimeError(f"the second run stopped (exit {proc.returncode}); see {log}")
