@@ -213,7 +213,7 @@ class TuneSweep(Sweeper):
                     study,
                     [*overrides(study.dims, suggest(trial, study.dims), study.cfg), f"seed={seed}"],
                     SEARCH,
-                    f"trial-{trial.number}",
+                    self.trial_dir(study, trial.number).name,
                     trial_environment(self.url, study.study.study_name, trial._trial_id),
                 )
                 for study, trial in batch
@@ -231,9 +231,7 @@ class TuneSweep(Sweeper):
         while running := sum(pending(study.study) for study in studies):
             log.info("tune: %d trials run in other workers (or were killed: retried after their grace period)", running)
             time.sleep(self.heartbeat[0])
-            for study in studies:
-                fail_stale(study.study)
-            self.search(studies, seed)
+            self.search(studies, seed)  # settles, fails stale trials, and runs their retries
 
     def final_values(self, study: Study) -> list[str] | None:
         """The overrides of the study's best trial on validation; None when no trial completed."""
