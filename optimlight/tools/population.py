@@ -32,7 +32,7 @@ from lightning.pytorch.utilities.types import LRSchedulerConfig
 from omegaconf import DictConfig, OmegaConf
 
 from optimlight.app.audit import format_table, group_rows
-from optimlight.app.build import build_module
+from optimlight.app.build import PRECISIONS, build_module
 from optimlight.app.callbacks import NonFiniteLossError
 from optimlight.app.csv_log import RunCSVLogger
 from optimlight.app.dashboard import GradNorm, gradient_norm
@@ -48,8 +48,13 @@ from optimlight.plugin.schedulers import build_scheduler
 from optimlight.tools.batched import BatchedNetwork
 
 log = logging.getLogger(__name__)
-#: trainer.precision values a population trains in, and the dtype of each.
-PRECISIONS = {"32-true": torch.float32, "32": torch.float32, "64-true": torch.float64, "64": torch.float64}
+#: The trainer.precision values a population trains in, by their text, and the dtype of each: the run's
+#: full-precision ones (float32 or float64 weights, no autocast), since a member computes in its weights' dtype.
+FULL_PRECISIONS = {
+    str(value): dtype
+    for value, dtype in PRECISIONS.items()
+    if dtype in (torch.float32, torch.float64) and "mixed" not in str(value)
+}
 
 
 @dataclass
@@ -113,7 +118,7 @@ def build_member(member: Member) -> None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     instantiate(cfg.data)  # as the run alone does before the network (it draws nothing, the order is kept anyway)
     member.module = build_module(cfg)
-    dtype = PRECISIONS[str(cfg.trainer.precision)]
+    dtype = FULL_PRECISIONS[str(cfg.trainer.precision)]
     if dtype == torch.float64:
         member.module.double()  # what Lightning's 64-true does (torchmetrics states keep their dtype)
     optimizer_node = OmegaConf.to_container(cfg.optimizer, resolve=True)
@@ -187,7 +192,7 @@ class Population:
         self.members = list(members)
         cfg = self.members[0].cfg
         self.cfg, self.trainer = cfg, cfg.trainer
-        self.dtype = PRECISIONS[str(cfg.trainer.precision)]
+        self.dtype = FULL_PRECISIONS[str(cfg.trainer.precision)]
         on_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
         self.device = torch.device("cuda" if on_gpu else "cpu")
         self.preempted = False

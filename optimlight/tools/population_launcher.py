@@ -44,7 +44,7 @@ from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.optimizers import optimizer_class
 from optimlight.plugin.registry import optimizer_info
 from optimlight.tools.batched import unbatchable
-from optimlight.tools.population import PRECISIONS, Member, Population, build_member, progress, write_record
+from optimlight.tools.population import FULL_PRECISIONS, Member, Population, build_member, progress, write_record
 
 log = logging.getLogger(__name__)
 #: The callbacks a population does for its members: those of conf/callbacks/default.yaml; any other makes a job
@@ -64,7 +64,10 @@ def why_alone(cfg: DictConfig) -> str | None:
         (info.closure, "optimizer: it re-evaluates its closure several times per step"),
         (info.train_eval, "optimizer: it switches between train and eval modes"),
         (info.sparse_only, "optimizer: it updates sparse gradients only"),
-        (str(trainer.precision) not in PRECISIONS, f"trainer.precision={trainer.precision} (populations: 32-true, 64-true)"),
+        (
+            str(trainer.precision) not in FULL_PRECISIONS,
+            f"trainer.precision={trainer.precision} (populations: {', '.join(FULL_PRECISIONS)})",
+        ),
         (trainer.get("devices") not in (1, "1") or (trainer.get("num_nodes") or 1) != 1, "trainer.devices: one process per run"),
         (trainer.get("strategy") not in (None, "auto"), "trainer.strategy"),
         ((trainer.get("accumulate_grad_batches") or 1) != 1, "trainer.accumulate_grad_batches"),
