@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 from typing_extensions import override
@@ -189,6 +189,12 @@ class LoaderPosition(L.Callback):
         self._states = []
 
 
+def checkpoint_file(dirpath: str | Path, filename: str) -> Path:
+    """The file a ModelCheckpoint whose `filename` names no metric writes, by Lightning's rule: one rule for the
+    run's checkpoints, its Preemption's and a population member's, whichever writes or looks for them."""
+    return Path(dirpath) / f"{filename}{ModelCheckpoint.FILE_EXTENSION}"
+
+
 class Preemption(L.Callback):
     """On SIGTERM (what SLURM and Kubernetes send before a kill) save `last.ckpt`, so `ckpt_path=last` resumes.
 
@@ -196,7 +202,7 @@ class Preemption(L.Callback):
     """
 
     def __init__(self, dirpath: str, filename: str = "last"):
-        self.path = Path(dirpath) / f"{filename}.ckpt"
+        self.path = checkpoint_file(dirpath, filename)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):

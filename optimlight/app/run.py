@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from optimlight.app.build import build_callbacks, build_module
-from optimlight.app.callbacks import stop_status
+from optimlight.app.callbacks import checkpoint_file, stop_status
 from optimlight.app.config import config_choices
 from optimlight.app.failures import error_text
 from optimlight.app.hooks import skip_idle_batch_hooks
@@ -77,7 +77,7 @@ def restore_spawned_callbacks(trainer: L.Trainer, callbacks: Sequence[L.Callback
     take it from the last checkpoint the children saved (epoch times, time to target)."""
     if not isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
         return
-    paths = [Path(cb.dirpath) / f"{cb.filename}.ckpt" for cb in trainer.checkpoint_callbacks if cb.monitor is None]
+    paths = [checkpoint_file(cb.dirpath, cb.filename) for cb in trainer.checkpoint_callbacks if cb.monitor is None]
     last = next((path for path in paths if path.exists()), None)
     if last is None:
         return

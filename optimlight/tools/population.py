@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from optimlight.app.audit import format_table, group_rows
 from optimlight.app.build import PRECISIONS, build_module
-from optimlight.app.callbacks import NonFiniteLossError
+from optimlight.app.callbacks import NonFiniteLossError, checkpoint_file
 from optimlight.app.csv_log import RunCSVLogger
 from optimlight.app.dashboard import GradNorm, gradient_norm
 from optimlight.app.data import TensorBatches
@@ -91,10 +91,6 @@ class Member:
     @property
     def active(self) -> bool:
         return self.status == "running"
-
-    @property
-    def checkpoints(self) -> Path:
-        return Path(self.cfg.callbacks.last_checkpoint.dirpath)
 
     def has(self, callback: str) -> bool:
         node = (self.cfg.get("callbacks") or {}).get(callback)
@@ -326,7 +322,7 @@ class Population:
             h.seconds.append(sum(h.epoch_times) + self._epoch_seconds)
             log_row(m, {"val/acc": accs[k], "val/acc_best": h.best, "val/loss": losses[k], "epoch": epoch}, self.step - 1)
             if improved and m.has("model_checkpoint"):
-                m.best_checkpoint = m.checkpoints / f"{m.cfg.callbacks.model_checkpoint.filename}.ckpt"
+                m.best_checkpoint = config_checkpoint(m.cfg, "model_checkpoint")
                 self._save(m, m.best_checkpoint, epoch + 1, 0)
 
     # --- checkpoints -------------------------------------------------------------------------------------------
@@ -359,8 +355,7 @@ class Population:
     def _save_all(self, epoch: int, position: int = 0, sums: torch.Tensor | None = None) -> None:
         for m in self.members:
             if m.active and m.has("last_checkpoint"):
-                name = f"{m.cfg.callbacks.last_checkpoint.filename}.ckpt"
-                self._save(m, m.checkpoints / name, epoch if position else epoch + 1, position, sums)
+                self._save(m, config_checkpoint(m.cfg, "last_checkpoint"), epoch if position else epoch + 1, position, sums)
 
     def _resume(self) -> tuple[int, int, torch.Tensor | None]:
         """Every member from its last.ckpt (`ckpt_path=last` or a path): the launcher groups members by progress,
@@ -380,7 +375,7 @@ class Population:
                 config.scheduler.load_state_dict(state)
             progress = checkpoint["population"]
             m.history = History(**progress["history"])
-            best = m.checkpoints / f"{m.cfg.callbacks.model_checkpoint.filename}.ckpt" if m.has("model_checkpoint") else None
+            best = config_checkpoint(m.cfg, "model_checkpoint") if m.has("model_checkpoint") else None
             m.best_checkpoint = best if best is not None and best.exists() else None
             self.step, self._elapsed = checkpoint["global_step"], progress["elapsed"]
             start = (progress["next_epoch"], progress["position"], None)
@@ -473,13 +468,20 @@ def trim_csv(member: Member, step: int) -> None:
             logger.keep_before(step)
 
 
+def config_checkpoint(cfg: DictConfig, callback: str) -> Path:
+    """The file the ModelCheckpoint node `callbacks.<callback>` of `cfg` writes: a member's checkpoints are where
+    its run alone's would be."""
+    node = cfg.callbacks[callback]
+    return checkpoint_file(node.dirpath, node.filename)
+
+
 def resume_path(cfg: DictConfig) -> Path | None:
     """The checkpoint a member resumes from: `ckpt_path=last` is its run dir's last.ckpt when one exists."""
     ckpt = cfg.get("ckpt_path")
     if not ckpt:
         return None
     if ckpt == "last":
-        path = Path(cfg.callbacks.last_checkpoint.dirpath) / f"{cfg.callbacks.last_checkpoint.filename}.ckpt"
+        path = config_checkpoint(cfg, "last_checkpoint")
         return path if path.exists() else None
     return Path(ckpt)
 
