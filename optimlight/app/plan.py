@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from lightning.pytorch.trainer.connectors.data_connector import _parse_num_batches
+from lightning.pytorch.trainer.states import RunningStage
 from omegaconf import DictConfig
 
 from optimlight.app.data import TRAIN_SIZE
@@ -44,11 +46,10 @@ def world_size(trainer: Mapping) -> int:
     return devices * (trainer.get("num_nodes") or 1)
 
 
-def limit_batches(batches: int, limit) -> int:
-    """Lightning's limit_train_batches: an int caps the count, a float keeps that fraction (rounded down)."""
-    if limit is None:
-        return batches
-    return min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+def limit_batches(batches: int, limit: int | float | None, stage: RunningStage = RunningStage.TRAINING) -> int:
+    """What a trainer's `limit_<stage>_batches` leaves of `batches`, read by Lightning's own loops' function (an int
+    caps the count, a float keeps that fraction rounded down, one that leaves no batch is refused); unset is 1.0."""
+    return int(_parse_num_batches(stage, batches, 1.0 if limit is None else limit))
 
 
 def plan_run(cfg: DictConfig) -> RunPlan:

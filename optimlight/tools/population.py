@@ -27,6 +27,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.core.optimizer import _configure_schedulers_automatic_opt
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.types import LRSchedulerConfig
 from omegaconf import DictConfig, OmegaConf
@@ -287,10 +288,11 @@ class Population:
 
     # --- evaluation ----------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _evaluate(self, split: str, limit) -> tuple[list[float], list[float]]:
+    def _evaluate(self, split: str, limit: int | float | None) -> tuple[list[float], list[float]]:
         """Each member's mean batch loss and accuracy on `split` (what MeanMetric and micro accuracy give)."""
         x, y = self.tensors[split]
-        n_batches = limit_batches(math.ceil(len(x) / self.eval_batch_size), limit)
+        stage = RunningStage.VALIDATING if split == "val" else RunningStage.TESTING
+        n_batches = limit_batches(math.ceil(len(x) / self.eval_batch_size), limit, stage)
         loss_sum = torch.zeros(len(self.members), device=self.device, dtype=self.dtype)
         correct = torch.zeros(len(self.members), device=self.device)
         seen = 0
