@@ -61,6 +61,33 @@ def test_ddp_spawn_completes_with_epoch_times_one_record_and_one_history(tmp_pat
     assert frame["test/acc"].notna().sum() == 1 and frame["val/acc"].notna().sum() == 2
 
 
+#: A rank as Lightning makes it (a gloo group, as trainer=ddp_cpu's), whose classifier is set up for fit and test;
+#: the handler registered first runs last at exit (atexit is LIFO) and says whether the group outlived the rank.
+GLOO_RANK = """
+import atexit
+import torch.distributed as dist
+from lightning.fabric.plugins.environments import LightningEnvironment
+from lightning.fabric.utilities.distributed import _init_dist_connection
+from torch import nn
+from optimlight.app.module import Classifier
+atexit.register(lambda: print("group alive at exit" if dist.is_initialized() else "group destroyed at exit"))
+_init_dist_connection(LightningEnvironment(), "gloo", global_rank=0, world_size=1)
+module = Classifier(nn.Linear(4, 10), optimizer={"_target_": "torch.optim.SGD", "lr": 0.1})
+module.setup("fit")
+module.setup("test")
+"""
+
+
+def test_a_gloo_rank_destroys_its_process_group_at_exit():
+    """Was: Lightning destroys the group at exit for NCCL alone; a gloo rank exited with it alive, and its threads
+    could abort the process at interpreter exit (pytorch/pytorch#65513), seen once with ddp_spawn in CI."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MASTER_PORT", None)  # a free port of its own (an earlier run in this process may have set one)
+    proc = subprocess.run([sys.executable, "-c", GLOO_RANK], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "group destroyed at exit"
+
+
 @pytest.mark.parametrize(
     ("overrides", "key", "allowed"),
     [

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Callable, Mapping
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.distributed import _destroy_dist_connection, _distributed_is_initialized
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -24,6 +26,14 @@ LOGGED_METRICS = {
     **dict.fromkeys(("train/loss", "train/acc", "train/epoch_time"), TRAIN_EPOCH),
     **dict.fromkeys(("val/loss", "val/acc", "val/acc_best"), VALIDATION),
 }
+
+
+@cache
+def destroy_process_group_at_exit() -> None:
+    """Destroy this process's group at interpreter exit, registered once per process. Lightning does it for NCCL
+    alone; a gloo rank (trainer=ddp_cpu) exiting with its group alive can abort at exit (pytorch/pytorch#65513).
+    For NCCL it runs before Lightning's own, which then finds the group gone."""
+    atexit.register(_destroy_dist_connection)
 
 
 class EpochSums(nn.Module):
@@ -141,6 +151,12 @@ class Classifier(L.LightningModule):
         self._counted_batch: Any = None  # the training batch the sums last counted
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # a resumed run keeps its best so far
+
+    @override
+    def setup(self, stage: str) -> None:
+        """Every rank runs it once its process group exists (ddp and ddp_spawn alike, each stage)."""
+        if _distributed_is_initialized():
+            destroy_process_group_at_exit()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
