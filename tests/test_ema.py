@@ -15,6 +15,7 @@ from torch.nn.utils import parameters_to_vector
 from optimlight.app.ema import EMA
 from optimlight.app.validate import validate
 from optimlight.plugin.errors import ConfigError
+from tests.test_fuzz import outcome
 
 #: Two epochs of five optimizer steps, an EMA that moves fast enough to differ clearly from the raw weights.
 EMA_RUN = [
@@ -154,16 +155,23 @@ def test_swa_tests_the_averaged_weights(train_run):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["averaging=ema", "callbacks.ema.decay=1.5"], "callbacks.ema.decay=1.5 is not allowed: expected a number in"),
+        (["averaging=ema", "callbacks.ema.decay=1.5"], "callbacks.ema.decay=1.5 is not allowed: expected a finite number >= 0"),
         (["averaging=ema", "callbacks.ema.update_every_n_steps=0"], "callbacks.ema.update_every_n_steps=0 is not"),
         (["averaging=ema", "callbacks.ema.update_starting_at_step=-1"], "callbacks.ema.update_starting_at_step=-1"),
         (["averaging=swa", "callbacks.swa.swa_lrs=-0.1"], "callbacks.swa.swa_lrs=-0.1 is not allowed"),
         (["averaging=swa", "callbacks.swa.swa_epoch_start=1.5"], "callbacks.swa.swa_epoch_start=1.5 is not allowed"),
         (["averaging=swa", "callbacks.swa.annealing_strategy=step"], "callbacks.swa.annealing_strategy='step'"),
-        (["averaging=ema", "callbacks.swa={swa_lrs: 0.1}"], "callbacks.swa='set' is not allowed: expected null"),
+        (["averaging=swa", "callbacks.swa.annealing_epochs=-1"], "callbacks.swa.annealing_epochs=-1 is not allowed"),
     ],
 )
-def test_bad_averaging_values_are_refused_before_training(compose_cfg, overrides, message):
+def test_bad_averaging_values_are_refused_before_training(data_dir, overrides, message):
+    """The preflight's line for each, as the CLI prints it (EMA's ranges are its signature's, SWA's Lightning's)."""
+    *choices, override = overrides
+    got = outcome((f"data.data_dir={data_dir}", "logger=csv", *choices), override)
+    assert got is not None and got.startswith(message), got
+
+
+def test_one_weight_average_at_a_time(compose_cfg):
     with pytest.raises(ConfigError) as info:
-        validate(compose_cfg(overrides))
-    assert message in str(info.value)
+        validate(compose_cfg(["averaging=ema", "callbacks.swa={swa_lrs: 0.1}"]))
+    assert "callbacks.swa='set' is not allowed: expected null" in str(info.value)

@@ -1,5 +1,5 @@
 """Weight averaging for evaluation: an exponential moving average of the parameters (`averaging=ema`), and the
-config checks of the averaging callbacks (`callbacks.ema`, `callbacks.swa`).
+check that a run averages one way at a time (`callbacks.ema`, `callbacks.swa`).
 
 Built on Lightning's `WeightAveraging`, as its `EMAWeightAveraging` is: the average lives in a
 `torch.optim.swa_utils.AveragedModel`, every checkpoint stores it as `state_dict` (the raw weights under
@@ -16,11 +16,10 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torchmetrics.classification import MulticlassAccuracy
 
+from optimlight.app.ranges import Fraction, NonNegativeInt, PositiveInt
 from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.nodes import to_dict
 from optimlight.plugin.schedulers import VALIDATION
-
-SWA_ANNEALING = ("cos", "linear")
 
 
 def warmup_decay(decay: float, num_updates: int) -> float:
@@ -56,10 +55,10 @@ class EMA(WeightAveraging):
 
     def __init__(
         self,
-        decay: float = 0.999,
+        decay: Fraction = 0.999,
         warmup: bool = False,
-        update_every_n_steps: int = 1,
-        update_starting_at_step: int | None = None,
+        update_every_n_steps: PositiveInt = 1,
+        update_starting_at_step: NonNegativeInt | None = None,
         num_classes: int = 10,
     ):
         super().__init__(multi_avg_fn=ema_multi_avg_fn(decay, warmup))
@@ -99,47 +98,8 @@ class EMA(WeightAveraging):
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
-def _is_int(value, minimum: int) -> bool:
-    return isinstance(value, int) and value >= minimum
-
-
-def check_ema(node: Mapping) -> None:
-    decay = node.get("decay", 0.999)
-    if not isinstance(decay, (int, float)) or not 0 <= decay <= 1:
-        raise ConfigError("callbacks.ema.decay", decay, "a number in [0, 1]")
-    if not isinstance(node.get("warmup", False), bool):
-        raise ConfigError("callbacks.ema.warmup", node.get("warmup"), "true or false")
-    every = node.get("update_every_n_steps", 1)
-    if not _is_int(every, 1):
-        raise ConfigError("callbacks.ema.update_every_n_steps", every, "a positive integer")
-    start = node.get("update_starting_at_step")
-    if start is not None and not _is_int(start, 0):
-        raise ConfigError("callbacks.ema.update_starting_at_step", start, "null or an integer >= 0")
-
-
-def check_swa(node: Mapping) -> None:
-    """What Lightning's StochasticWeightAveraging would refuse at construction, as one config line."""
-    lrs = node.get("swa_lrs")
-    values = lrs if isinstance(lrs, list) else [lrs]
-    if not values or not all(isinstance(lr, float) and lr > 0 for lr in values):
-        raise ConfigError("callbacks.swa.swa_lrs", lrs, "a positive float or a list of them (one per param group)")
-    start = node.get("swa_epoch_start", 0.8)
-    if not (_is_int(start, 1) or (isinstance(start, float) and 0 <= start <= 1)):
-        raise ConfigError("callbacks.swa.swa_epoch_start", start, "an epoch >= 1 or a fraction of max_epochs in [0, 1]")
-    annealing = node.get("annealing_epochs", 10)
-    if not _is_int(annealing, 0):
-        raise ConfigError("callbacks.swa.annealing_epochs", annealing, "an integer >= 0")
-    strategy = node.get("annealing_strategy", "cos")
-    if strategy not in SWA_ANNEALING:
-        raise ConfigError("callbacks.swa.annealing_strategy", strategy, f"one of {', '.join(SWA_ANNEALING)}")
-
-
 def check_averaging(callbacks: Mapping) -> None:
-    """The `ema` and `swa` entries of the `callbacks` node: their values, and at most one of them."""
-    ema, swa = to_dict(callbacks.get("ema")), to_dict(callbacks.get("swa"))
-    if ema:
-        check_ema(ema)
-    if swa:
-        check_swa(swa)
-    if ema and swa:
+    """At most one of the `callbacks` node's `ema` and `swa`. Their values are checked where every callback's are:
+    EMA's ranges are its signature's (`schema.check_types`), StochasticWeightAveraging's its constructor's own."""
+    if to_dict(callbacks.get("ema")) and to_dict(callbacks.get("swa")):
         raise ConfigError("callbacks.swa", "set", "null while callbacks.ema is set: one weight average at a time")

@@ -47,6 +47,8 @@ RANGES: dict[str, dict[str, Any]] = {
         "gradient_clip_val": NonNegative | None,
     },
     "lightning.pytorch.callbacks.RichProgressBar": {"refresh_rate": NonNegativeInt},
+    # the constructor checks swa_lrs and swa_epoch_start; a negative annealing_epochs fails once averaging starts
+    "lightning.pytorch.callbacks.StochasticWeightAveraging": {"annealing_epochs": NonNegativeInt},
 }
 
 
