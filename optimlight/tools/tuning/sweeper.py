@@ -115,11 +115,9 @@ class TuneSweep(Sweeper):
         self.storage = open_storage(self.url, *self.heartbeat)
 
     def sweep(self, arguments: list[str]) -> None:
-        studies_of, shared = self.split(arguments)
+        studies_of, shared, seed = self.split(arguments)
         self.root.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.root / "multirun.yaml")
-        seed = next((int(o.split("=", 1)[1]) for o in shared if o.startswith("seed=")), int(self.config.seed))
-        shared = [o for o in shared if not o.startswith("seed=")]
         studies = [self.open(choices, shared, seed) for choices in studies_of]
         self.search(studies, seed)
         if not self.final["run"]:
@@ -131,26 +129,25 @@ class TuneSweep(Sweeper):
         report = write_tune_report(self.root, studies, self.n_trials, self.final)
         log.info("tune: %s", report)
 
-    def split(self, arguments: Sequence[str]) -> tuple[list[list[str]], list[str]]:
-        """The command line as studies (one per combination of its lists, each named by its values and the optimizer)
-        and the overrides all share."""
+    def split(self, arguments: Sequence[str]) -> tuple[list[list[str]], list[str], int]:
+        """The command line (read by Hydra's parser) as studies (one per combination of its lists, each named by its
+        values and the optimizer), the overrides all share, and the sweep's seed (the finals add to it)."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        lists, shared = [], []
+        lists, shared, chosen, seed = [], [], [], int(self.config.seed)
         for override in parser.parse_overrides(arguments):
             key = override.get_key_element()
             if override.is_sweep_override():
                 if not override.is_choice_sweep():
-                    value = override.input_line.split("=", 1)[1]
+                    value = override.get_value_string()
                     raise ConfigError(key, value, f"a list (a,b,c): searched ranges go in hydra.sweeper.space.{key}")
                 lists.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+            elif key == "seed" and not override.is_delete():
+                seed = int(override.value())
             else:
-                shared.append(str(override.input_line))
+                (chosen if key == "optimizer" else shared).append(str(override.input_line))
         # the optimizer names its study even when it is the only one (optimizer=sgd, no list)
-        chosen = [o for o in shared if o.startswith("optimizer=")]
-        if chosen and not any(choices[0].startswith("optimizer=") for choices in lists):
-            lists.insert(0, chosen)
-            shared.remove(chosen[0])
-        return [list(combo) for combo in itertools.product(*lists)], shared
+        lists = [chosen, *lists] if chosen else lists
+        return [list(combo) for combo in itertools.product(*lists)], shared, seed
 
     def open(self, choices: list[str], shared: list[str], seed: int) -> Study:
         """One study: its config composed (a composition error stops the sweep here, before any trial), its space
