@@ -38,3 +38,16 @@ def test_defaults(compose_cfg):
     assert (choices.model, choices.optimizer, choices.scheduler) == ("mlp", "adamw", "none")
     assert cfg.seed == 42 and cfg.ckpt_path is None
     assert cfg.optimizer.lr == 1e-3 and cfg.optimizer.weight_decay == 0.01
+
+
+@pytest.mark.parametrize(
+    "precision, dtype", [("bf16", torch.float32), ("16", torch.float32), (64, torch.float64), ("16-true", torch.float16)]
+)
+def test_lightnings_short_precisions_are_read_as_lightning_reads_them(compose_cfg, precision, dtype):
+    """`bf16`, `16` and 64 are Lightning's names for bf16-mixed, 16-mixed and 64-true: accepted, and the model
+    summary's example input takes the weights' dtype of the full name."""
+    from optimlight.app.build import build_module
+
+    cfg = compose_cfg([f"trainer.precision={precision}"])
+    validate(cfg)
+    assert build_module(cfg).example_input_array.dtype == dtype

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT_STR_ALIAS_CONVERSION
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,18 +17,22 @@ from optimlight.app.csv_log import ResumeCSVHistory
 from optimlight.app.module import Classifier
 from optimlight.app.targets import TimeToTarget
 
-#: The trainer.precision values a run takes, and the dtype each gives the weights (mixed ones keep float32 weights).
+#: The trainer.precision values a run takes, by Lightning's full names (`precision_name` reads its aliases), and the
+#: dtype each gives the weights (mixed ones keep float32 weights).
 PRECISIONS = {
     "64-true": torch.float64,
     "32-true": torch.float32,
-    "32": torch.float32,
     "16-mixed": torch.float32,
     "bf16-mixed": torch.float32,
     "bf16-true": torch.bfloat16,
     "16-true": torch.float16,
-    64: torch.float64,
-    32: torch.float32,
 }
+
+
+def precision_name(value: object) -> str:
+    """`trainer.precision` by Lightning's full name: its short forms (`32`, 16, `bf16`) read as Lightning reads them
+    (`32-true`, `16-mixed`, `bf16-mixed`), so the checks and lookups compare one spelling."""
+    return _PRECISION_INPUT_STR_ALIAS_CONVERSION.get(str(value), str(value))
 
 
 def build_callbacks(
@@ -61,5 +66,6 @@ def build_module(cfg: DictConfig) -> Classifier:
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         **cfg.module,
     )
-    module.example_input_array = torch.zeros(1, 1, 28, 28, dtype=PRECISIONS.get(cfg.trainer.precision, torch.float32))
+    dtype = PRECISIONS.get(precision_name(cfg.trainer.precision), torch.float32)
+    module.example_input_array = torch.zeros(1, 1, 28, 28, dtype=dtype)
     return module

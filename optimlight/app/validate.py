@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from optimlight.app.build import PRECISIONS
+from optimlight.app.build import PRECISIONS, precision_name
 from optimlight.app.ema import check_averaging
 from optimlight.app.loggers import check_logger
 from optimlight.app.module import LOGGED_METRICS
@@ -25,8 +25,8 @@ from optimlight.plugin.registry import optimizer_info
 
 def check_trainer(cfg: DictConfig) -> None:
     precision = cfg.get("precision", "32-true")
-    if precision not in PRECISIONS:
-        raise ConfigError("trainer.precision", precision, f"one of {', '.join(map(str, PRECISIONS))}")
+    if precision_name(precision) not in PRECISIONS:
+        raise ConfigError("trainer.precision", precision, f"one of {', '.join(PRECISIONS)} (or a short form: 32, 16, bf16)")
     devices, accelerator = cfg.get("devices", 1), str(cfg.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda"):
         available = torch.cuda.device_count()

@@ -33,7 +33,7 @@ from lightning.pytorch.utilities.types import LRSchedulerConfig
 from omegaconf import DictConfig, OmegaConf
 
 from optimlight.app.audit import format_table, group_rows
-from optimlight.app.build import PRECISIONS, build_module
+from optimlight.app.build import PRECISIONS, build_module, precision_name
 from optimlight.app.callbacks import NonFiniteLossError, checkpoint_file
 from optimlight.app.csv_log import RunCSVLogger
 from optimlight.app.dashboard import GradNorm, gradient_norm
@@ -49,12 +49,10 @@ from optimlight.plugin.schedulers import build_scheduler
 from optimlight.tools.batched import BatchedNetwork
 
 log = logging.getLogger(__name__)
-#: The trainer.precision values a population trains in, by their text, and the dtype of each: the run's
+#: The trainer.precision values a population trains in (Lightning's full names) and the dtype of each: the run's
 #: full-precision ones (float32 or float64 weights, no autocast), since a member computes in its weights' dtype.
 FULL_PRECISIONS = {
-    str(value): dtype
-    for value, dtype in PRECISIONS.items()
-    if dtype in (torch.float32, torch.float64) and "mixed" not in str(value)
+    value: dtype for value, dtype in PRECISIONS.items() if dtype in (torch.float32, torch.float64) and "mixed" not in value
 }
 
 
@@ -115,7 +113,7 @@ def build_member(member: Member) -> None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     instantiate(cfg.data)  # as the run alone does before the network (it draws nothing, the order is kept anyway)
     member.module = build_module(cfg)
-    dtype = FULL_PRECISIONS[str(cfg.trainer.precision)]
+    dtype = FULL_PRECISIONS[precision_name(cfg.trainer.precision)]
     if dtype == torch.float64:
         member.module.double()  # what Lightning's 64-true does (torchmetrics states keep their dtype)
     optimizer_node = OmegaConf.to_container(cfg.optimizer, resolve=True)
@@ -189,7 +187,7 @@ class Population:
         self.members = list(members)
         cfg = self.members[0].cfg
         self.cfg, self.trainer = cfg, cfg.trainer
-        self.dtype = FULL_PRECISIONS[str(cfg.trainer.precision)]
+        self.dtype = FULL_PRECISIONS[precision_name(cfg.trainer.precision)]
         on_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
         self.device = torch.device("cuda" if on_gpu else "cpu")
         self.preempted = False

@@ -33,6 +33,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from optimlight.app.build import precision_name
 from optimlight.app.callbacks import NonFiniteLossError
 from optimlight.app.config import CONFIG_DIR, config_choices
 from optimlight.app.failures import error_text, exit_preempted
@@ -65,7 +66,7 @@ def why_alone(cfg: DictConfig) -> str | None:
         (info.train_eval, "optimizer: it switches between train and eval modes"),
         (info.sparse_only, "optimizer: it updates sparse gradients only"),
         (
-            str(trainer.precision) not in FULL_PRECISIONS,
+            precision_name(trainer.precision) not in FULL_PRECISIONS,
             f"trainer.precision={trainer.precision} (populations: {', '.join(FULL_PRECISIONS)})",
         ),
         (trainer.get("devices") not in (1, "1") or (trainer.get("num_nodes") or 1) != 1, "trainer.devices: one process per run"),

@@ -133,7 +133,10 @@ class TuneSweep(Sweeper):
         """The command line (read by Hydra's parser) as studies (one per combination of its lists, each named by its
         values and the optimizer), the overrides all share, and the sweep's seed (the finals add to it)."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        lists, shared, chosen, seed = [], [], [], int(self.config.seed)
+        lists: list[list[str]] = []
+        shared: list[str] = []
+        chosen: list[str] = []
+        seed = int(self.config.seed)
         for override in parser.parse_overrides(arguments):
             key = override.get_key_element()
             if override.is_sweep_override():
