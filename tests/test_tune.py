@@ -120,25 +120,30 @@ def test_bad_tuning_input_is_one_line_before_any_trial(multirun, tmp_path, capsy
     assert not (tmp_path / "sweep" / "search").exists()
 
 
+def studies_agree_with_records(storage: str, sweep: Path, name: str, n_trials: int) -> int:
+    """The study `tune/optimizer=<name>` and its trials' run records agree, trial by trial; the epochs they trained."""
+    trials = study_trials(storage, f"tune/optimizer={name}")
+    runs = records(sweep / "search" / f"optimizer={name}")
+    assert len(trials) == n_trials and set(runs) == {f"trial-{t.number}" for t in trials}
+    for t in trials:
+        record = runs[f"trial-{t.number}"]
+        status = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}[t.state]
+        assert record["status"] == status
+        if status == "completed":
+            assert t.value == record["metrics"]["val/acc_best"] and len(record["epoch_times"]) == 3
+        if status == "pruned":
+            assert len(record["epoch_times"]) < 3 and "test/acc" not in record["metrics"]
+    return sum(len(r["epoch_times"]) for r in runs.values())
+
+
 def test_a_sweep_prunes_selects_on_validation_reruns_with_seeds_and_resumes_without_retraining(multirun, tmp_path, capsys):
     sweep = tmp_path / "sweep"
     args = ["hparams_search=tune", "optimizer=sgd,adam", *QUICK, "hydra.sweeper.n_trials=5", "hydra.sweeper.final.seeds=2"]
     assert multirun(args, sweep) == 0
     storage = f"sqlite:///{sweep / 'optuna.db'}"
-    epochs = 0
+    epochs = sum(studies_agree_with_records(storage, sweep, name, 5) for name in ("sgd", "adam"))
     for name in ("sgd", "adam"):
         trials = study_trials(storage, f"tune/optimizer={name}")
-        runs = records(sweep / "search" / f"optimizer={name}")
-        assert len(trials) == 5 and set(runs) == {f"trial-{t.number}" for t in trials}
-        for t in trials:  # the study and the run records agree, trial by trial
-            record = runs[f"trial-{t.number}"]
-            status = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}[t.state]
-            assert record["status"] == status
-            if status == "completed":
-                assert t.value == record["metrics"]["val/acc_best"] and len(record["epoch_times"]) == 3
-            if status == "pruned":
-                assert len(record["epoch_times"]) < 3 and "test/acc" not in record["metrics"]
-            epochs += len(record["epoch_times"])
         best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
         finals = records(sweep / "final" / f"optimizer={name}")
         assert set(finals) == {"seed=43", "seed=44"}  # the search seed is 42
@@ -158,6 +163,21 @@ def test_a_sweep_prunes_selects_on_validation_reruns_with_seeds_and_resumes_with
     assert {p: p.stat().st_mtime_ns for p in sweep.glob("search/*/*/results.json")} == stamps
     assert len(study_trials(storage, "tune/optimizer=sgd")) == 5
     assert capsys.readouterr().out.count("already holds a completed run") == 4  # the finals, skipped
+
+
+def test_trials_train_as_populations_and_their_studies_prune_them(multirun, tmp_path, capfd):
+    """hydra/launcher=population: each batch's trials (one per study) train as one population, and each reports to
+    its study after every epoch as a run alone does, which prunes some."""
+    sweep = tmp_path / "sweep"
+    args = ["hparams_search=tune", "hydra/launcher=population", "optimizer=sgd,adam", *QUICK, "hydra.sweeper.n_trials=5"]
+    assert multirun([*args, "hydra.sweeper.final.run=false"], sweep) == 0
+    storage = f"sqlite:///{sweep / 'optuna.db'}"
+    for name in ("sgd", "adam"):
+        studies_agree_with_records(storage, sweep, name, 5)
+    runs = [r for name in ("sgd", "adam") for r in records(sweep / "search" / f"optimizer={name}").values()]
+    assert all(r["population"]["members"] == 2 for r in runs)  # trained together, not alone
+    assert sum(r["status"] == "pruned" for r in runs) >= 1
+    assert "runs alone" not in capfd.readouterr().err
 
 
 def test_a_trial_whose_run_ended_before_its_worker_told_the_study_is_settled_from_its_record(tmp_path):

@@ -23,6 +23,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.core.optimizer import _configure_schedulers_automatic_opt
@@ -47,6 +48,7 @@ from optimlight.plugin.errors import ConfigError
 from optimlight.plugin.optimizers import build_optimizer
 from optimlight.plugin.schedulers import build_scheduler
 from optimlight.tools.batched import BatchedNetwork
+from optimlight.tools.tuning.pruning import TrialPruning, stops_trial, trial_from_environment
 
 log = logging.getLogger(__name__)
 #: The trainer.precision values a population trains in (Lightning's full names) and the dtype of each: the run's
@@ -80,6 +82,7 @@ class Member:
     schedulers: list[LRSchedulerConfig] = field(default_factory=list)
     lr_monitor: LearningRateMonitor | None = None  # the member's own callbacks whose rules it follows
     grad_norm: GradNorm | None = None
+    pruning: TrialPruning | None = None  # a tuning trial's: its study may stop it after an epoch
     loggers: list[Logger] = field(default_factory=list)
     log: logging.Logger | None = None
     history: History = field(default_factory=History)
@@ -126,6 +129,9 @@ def build_member(member: Member) -> None:
         member.lr_monitor = instantiate(cfg.callbacks.lr_monitor)
     if member.loggers and member.has("grad_norm"):
         member.grad_norm = instantiate(cfg.callbacks.grad_norm)
+    if member.has("tune_pruning"):  # the trial named in the job's environment (the sweeper's hydra.job.env_set)
+        member.pruning = instantiate(cfg.callbacks.tune_pruning)
+        member.pruning.trial = trial_from_environment(HydraConfig.get().job.env_set)
     for logger in member.loggers:
         if isinstance(logger, WandbLogger):
             start_wandb_run(logger)  # several W&B runs live in this process at once
@@ -432,6 +438,19 @@ class Population:
             m.log.info("epoch %d: %s", epoch + 1, metrics_line(h.metrics))  # from 1, as a run alone counts
         self._save_all(epoch)
         log.info("epoch %d (%.2f s): %s", epoch + 1, self._epoch_seconds, self._line("val/acc"))
+        self._prune(epoch)
+
+    def _prune(self, epoch: int) -> None:
+        """What TrialPruning does for a run alone: each tuning trial validated this epoch reports to its study,
+        which may stop it (status `pruned`, not tested), its checkpoints and record kept."""
+        for m in self.members:
+            pruning, validated = m.pruning, m.history.epochs[-1:] == [epoch + 1]
+            if not (m.active and validated and pruning is not None and pruning.trial is not None):
+                continue
+            value = m.history.metrics[pruning.monitor]
+            if stops_trial(pruning.trial, pruning.monitor, value, epoch + 1, self.trainer.max_epochs):
+                m.status = "pruned"
+                m.log.info("pruned at epoch %d: its study stopped it", epoch + 1)
 
     def _test(self) -> None:
         testing = [m for m in self.members if m.active]
@@ -499,7 +518,7 @@ def write_record(member: Member, population_size: int, index: int) -> dict:
     """The member's run record and W&B summary, as a run alone writes them (under the job's HydraConfig, whose
     choices it records); the W&B run is finished."""
     h = member.history
-    status = "completed" if member.status == "completed" else ("preempted" if member.status == "preempted" else "failed")
+    status = member.status if member.status in ("completed", "preempted", "pruned") else "failed"
     extra: dict[str, Any] = {
         "best_checkpoint": str(member.best_checkpoint) if member.best_checkpoint else None,
         "time_to_target": time_to_target(
@@ -510,6 +529,6 @@ def write_record(member: Member, population_size: int, index: int) -> dict:
     if member.error:
         extra["error"] = member.error
     record = record_run(member.out_dir, member.loggers, h.metrics, h.epoch_times, status, **extra)
-    finish_wandb(member.loggers, 0 if status == "completed" else 1)
+    finish_wandb(member.loggers, 0 if status in ("completed", "pruned") else 1)
     member.log.info("results: %s (run dir %s)", member.out_dir / "results.json", member.out_dir)
     return record

@@ -48,11 +48,11 @@ from optimlight.tools.batched import unbatchable
 from optimlight.tools.population import FULL_PRECISIONS, Member, Population, build_member, progress, write_record
 
 log = logging.getLogger(__name__)
-#: The callbacks a population does for its members: those of conf/callbacks/default.yaml; any other makes a job
-#: run alone.
+#: The callbacks a population does for its members: those of conf/callbacks/default.yaml and a tuning trial's
+#: pruning (hparams_search); any other makes a job run alone.
 POPULATION_CALLBACKS = frozenset(
     name for name, node in OmegaConf.load(Path(CONFIG_DIR, "callbacks", "default.yaml")).items() if node
-)
+) | {"tune_pruning"}
 #: What members of one population may differ in: each member has its own.
 OWN_KEYS = ("optimizer", "scheduler", "seed")
 
@@ -238,8 +238,9 @@ class PopulationLauncher:
                 record = write_record(member, len(members), index)
             if isinstance(crash, SIGTERMException):
                 continue  # as a run alone: the process exits, the sweep's callbacks do not see the job end
-            result = record["metrics"].get("val/acc_best") if record["status"] == "completed" else None
-            failure = None if record["status"] == "completed" else (crash or NonFiniteLossError(member.error))
+            ended = record["status"] in ("completed", "pruned")  # a pruned trial's run ended as its study asked
+            result = record["metrics"].get("val/acc_best") if ended else None
+            failure = None if ended else (crash or NonFiniteLossError(member.error))
             returns[job.idx] = self._job_end(job, failure or result)
         if isinstance(crash, SIGTERMException):
             exit_preempted("each member's checkpoints/last.ckpt", f"hydra.sweep.dir={self.config.hydra.sweep.dir}")

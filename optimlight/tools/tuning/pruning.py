@@ -2,13 +2,15 @@
 but ending the run cleanly, so a pruned trial still leaves its run dir, checkpoints and record).
 
 The tuning sweeper names the trial in the job's environment (`trial_environment`); a run outside a study, a final
-seed say, reports nothing. Lightning's own loop runs it, so a population (hydra/launcher=population) is not pruned.
+seed say, reports nothing. A population (hydra/launcher=population) trains its members outside Lightning's loop and
+makes the same decision for each through `stops_trial`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 
 import lightning as L
 import optuna
@@ -27,14 +29,26 @@ def trial_environment(storage: str, study: str, trial_id: int) -> dict[str, str]
     return {STORAGE: storage, STUDY: study, TRIAL_ID: str(trial_id)}
 
 
-def trial_from_environment() -> optuna.Trial | None:
-    """The trial this process's run is, with the sweeper's pruner; None outside a tuning sweep."""
-    if TRIAL_ID not in os.environ:
+def trial_from_environment(env: Mapping[str, str] | None = None) -> optuna.Trial | None:
+    """The trial the run is, by the job's variables (`env`: this process's by default), with the sweeper's pruner;
+    None outside a tuning sweep."""
+    env = os.environ if env is None else env
+    if TRIAL_ID not in env:
         return None
     sweeper = HydraConfig.get().sweeper
     pruner = make_pruner(sweeper.pruner, sweeper.min_epochs, sweeper.reduction_factor)
-    study = optuna.load_study(study_name=os.environ[STUDY], storage=os.environ[STORAGE], pruner=pruner)
-    return optuna.Trial(study, int(os.environ[TRIAL_ID]))
+    study = optuna.load_study(study_name=env[STUDY], storage=env[STORAGE], pruner=pruner)
+    return optuna.Trial(study, int(env[TRIAL_ID]))
+
+
+def stops_trial(trial: optuna.Trial, monitor: str, value: float, epoch: int, max_epochs: int) -> bool:
+    """Report `value` of `monitor` after `epoch` (counted from 1) to the trial; True when its study's pruner stops
+    it. A trial that went its length is complete, never pruned."""
+    trial.report(value, epoch)
+    prune = epoch < max_epochs and trial.should_prune()
+    if prune:
+        log.info("pruned at epoch %d: %s %.4f is behind the study's other trials", epoch, monitor, value)
+    return prune
 
 
 class TrialPruning(StopsRun):
@@ -59,11 +73,7 @@ class TrialPruning(StopsRun):
             value = trainer.callback_metrics.get(self.monitor)
             if value is None:
                 raise KeyError(f"TrialPruning: the run logs no {self.monitor!r} (callbacks.tune_pruning.monitor)")
-            epoch = trainer.current_epoch + 1
-            self.trial.report(float(value), epoch)
-            prune = epoch < (trainer.max_epochs or 0) and self.trial.should_prune()  # a trial that went its length is complete
-            if prune:
-                log.info("pruned at epoch %d: %s %.4f is behind the study's other trials", epoch, self.monitor, value)
+            prune = stops_trial(self.trial, self.monitor, float(value), trainer.current_epoch + 1, trainer.max_epochs or 0)
         if trainer.strategy.reduce_boolean_decision(prune, all=False):  # every rank stops with rank 0
             self.stop_status = "pruned"
             trainer.should_stop = True
