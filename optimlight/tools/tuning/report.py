@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optimlight.app.record import read_results, write_atomic
 from optimlight.tools.compare import format_spread, spread
 from optimlight.tools.figures import plot_lr_sensitivity
-from optimlight.tools.tuning.studies import OBJECTIVE, SURPLUS, Study
+from optimlight.tools.tuning.studies import OBJECTIVE, SURPLUS, Study, counts
 
 
 def epochs_trained(folder: Path) -> int:
@@ -28,7 +28,8 @@ def _cell(values: Sequence[float]) -> str:
 
 
 def study_row(root: Path, study: Study) -> list[str]:
-    trials = [t for t in study.study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS)]
+    # the budget's trials: not a killed worker's (failed by its heartbeat; its retry counts) nor a surplus one
+    trials = [t for t in study.study.get_trials(deepcopy=False) if counts(t) and not t.user_attrs.get(SURPLUS)]
     by_state = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = study.study.best_trial if complete else None
