@@ -147,6 +147,12 @@ def with_warmup(optimizer: torch.optim.Optimizer, scheduler: Any, warmup: int, s
     return SequentialLR(optimizer, [ramp, scheduler], milestones=[warmup])
 
 
+def scheduler_class(cfg: Mapping) -> type | None:
+    """The class the node's `_target_` names; None for `_target_: null` (scheduler=none)."""
+    target = cfg.get("_target_")
+    return import_object(target, "scheduler._target_") if target else None
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping | None, trainer: Any) -> dict | None:
     """Lightning's `lr_scheduler` config for the node.
 
@@ -159,9 +165,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping | None, train
         `{"scheduler": ..., "interval": ..., ...}`, or None when the node names no scheduler.
     """
     cfg = to_dict(cfg)
-    if not cfg.get("_target_"):
+    cls = scheduler_class(cfg)
+    if cls is None:
         return None
-    cls = import_object(cfg["_target_"], "scheduler._target_")
     settings = lightning_settings(cfg, cls)
     kwargs = scheduler_kwargs(cfg, cls)
     warmup = warmup_length(cfg, settings["interval"], trainer)
@@ -184,9 +190,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping | None, train
 def sized_schedule(scheduler: Mapping | None) -> str | None:
     """The scheduler's class name when its length or warmup is counted from the run's length, else None."""
     node = to_dict(scheduler)
-    if not node.get("_target_"):
+    cls = scheduler_class(node)
+    if cls is None:
         return None
-    cls = import_object(node["_target_"], "scheduler._target_")
     sized = scheduler_info(cls).sized_from_run(scheduler_kwargs(node, cls)) or warmup_setting(node)[1]
     return cls.__name__ if sized else None
 
@@ -308,13 +314,13 @@ def check_scheduler(
     """
     cfg = to_dict(cfg)
     optimizer_cfg = optimizer_cfg or {}
-    if not cfg.get("_target_"):
+    cls = scheduler_class(cfg)
+    if cls is None:
         extra = {key: value for key, value in cfg.items() if key != "_target_" and value}
         if extra:
             key, value = next(iter(extra.items()))
             raise ConfigError(f"scheduler.{key}", value, "nothing: scheduler=none takes no settings (pick a scheduler)")
         return
-    cls = import_object(cfg["_target_"], "scheduler._target_")
     optimizer_cls = optimizer_class(optimizer_cfg) if optimizer_cfg.get("_target_") else None
     if optimizer_cls is not None:
         check_takes_scheduler(cfg, optimizer_cls)

@@ -20,7 +20,8 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from optimlight.plugin.errors import ConfigError
-from optimlight.plugin.nodes import import_object, is_number
+from optimlight.plugin.nodes import is_number
+from optimlight.plugin.optimizers import optimizer_class
 from optimlight.plugin.registry import optimizer_info
 
 #: Family names: the config key each one sets, where the study's config has it.
@@ -61,7 +62,7 @@ def parse_range(name: str, spec: Any) -> tuple[float, float, bool]:
 def _target(cfg: DictConfig, name: str, study: str) -> tuple[str, int | None] | None:
     """The config key (and list index) `name` sets in this study's config; None where a family does not apply."""
     if name == "momentum":
-        info = optimizer_info(import_object(cfg.optimizer._target_, "optimizer._target_"))
+        info = optimizer_info(optimizer_class(cfg.optimizer))
         if info.momentum == "betas" and "betas" in cfg.optimizer:
             return "optimizer.betas", 0
         if info.momentum == "momentum" and "momentum" in cfg.optimizer:
