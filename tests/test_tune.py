@@ -152,7 +152,7 @@ def test_a_sweep_prunes_selects_on_validation_reruns_with_seeds_and_resumes_with
     pruned = sum(r["status"] == "pruned" for n in ("sgd", "adam") for r in records(sweep / "search" / f"optimizer={n}").values())
     assert pruned >= 1 and epochs < 2 * 5 * 3
     tune_md = (sweep / "tune.md").read_text()
-    assert f"{epochs} search epochs in all" in tune_md and "## Final comparison" in tune_md
+    assert f"{epochs} search epochs trained in this sweep dir" in tune_md and "## Final comparison" in tune_md
     assert "| optimizer=sgd | 5 (" in tune_md and (sweep / "lr_sensitivity.png").stat().st_size > 10_000
     assert "pruned" in (sweep / "search" / "summary.md").read_text()
     assert (sweep / "final" / "comparison.md").exists() and (sweep / "search" / "comparison.md").exists()

@@ -52,7 +52,7 @@ def write_tune_report(root: Path, studies: Sequence[Study], n_trials: int, final
     head = [
         "study",
         "trials (complete / pruned / failed)",
-        "epochs trained",
+        "epochs trained here",
         "selected",
         f"search {OBJECTIVE}",
         "final runs",
@@ -71,7 +71,8 @@ def write_tune_report(root: Path, studies: Sequence[Study], n_trials: int, final
     lines = [
         f"# Tuning: {', '.join(s.label for s in studies)}",
         "",
-        f"Budget: {n_trials} trials per study (pruned ones count); {sum(int(r[2]) for r in rows)} search epochs in all. "
+        f"Budget: {n_trials} trials per study (pruned ones count); {sum(int(r[2]) for r in rows)} search epochs "
+        "trained in this sweep dir (a worker sharing the studies counts its own). "
         f"Selected on {OBJECTIVE} (validation); finals: {finals}. Final columns: mean ± std [95% CI] over seeds.",
         "",
         "| " + " | ".join(head) + " |",
