@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from optimlight.plugin.errors import ConfigError
 from optimlight.tools.tuning.racing import next_round, racing
-from optimlight.tools.tuning.space import dimensions, overrides
+from optimlight.tools.tuning.space import Dimension, dimensions, grid_points, overrides
 from optimlight.tools.tuning.storage import open_storage
 from optimlight.tools.tuning.studies import settle_ended
 from tests.conftest import REPO
@@ -88,6 +88,34 @@ def test_space_refuses_a_key_the_config_lacks_and_a_bad_range(compose_cfg):
         dimensions({"lr": {"low": 0, "high": 1, "log": True}}, cfg, "optimizer=sgd")
 
 
+def test_the_grid_is_even_in_each_dimension_and_its_size_is_the_budget():
+    lr = Dimension("lr", "optimizer.lr", 1e-4, 1.0, True, None)
+    points = grid_points([lr], 8)["lr"]
+    assert points[0] == 1e-4 and points[-1] == 1.0 and len(points) == 8
+    ratios = [b / a for a, b in zip(points, points[1:])]
+    assert max(ratios) / min(ratios) < 1.01  # log-spaced: 1e-4 ... 1 in steps of 10^(4/7)
+    assert points[2] == 0.00139 and all(p == float(f"{p:.3g}") for p in points)  # a run dir reads lr=0.00139
+    momentum = Dimension("momentum", "optimizer.momentum", 0.8, 0.99, False, None)
+    assert grid_points([lr, momentum], 9) == {"lr": [1e-4, 0.01, 1.0], "momentum": [0.8, 0.895, 0.99]}
+    with pytest.raises(ConfigError, match=r"hydra.sweeper.n_trials=10 .* k\^2 \(k >= 2\) for sampler=grid over 2"):
+        grid_points([lr, momentum], 10)
+    warmup = Dimension("warmup_epochs", "scheduler.warmup_epochs", 0, 1, False)  # int bounds: integers
+    with pytest.raises(ConfigError, match=r"hydra.sweeper.space.warmup_epochs='0..1' .* 3 distinct points"):
+        grid_points([warmup], 3)
+
+
+def test_a_grid_study_tries_every_point_once_under_its_pruner(multirun, tmp_path):
+    """sampler=grid with successive halving: the budget is the grid, each point one trial (Optuna's own grid sampler
+    stops the study after its last point, which raises in the sweeper's ask-and-tell loop)."""
+    sweep = tmp_path / "sweep"
+    args = ["hparams_search=tune", "optimizer=sgd", *QUICK, "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=4"]
+    off = ["hydra.sweeper.space.momentum=null", "hydra.sweeper.space.weight_decay=null", "hydra.sweeper.final.run=false"]
+    assert multirun([*args, *off], sweep) == 0
+    trials = study_trials(f"sqlite:///{sweep / 'optuna.db'}", "tune/optimizer=sgd")
+    assert sorted(t.params["lr"] for t in trials) == [1e-4, 0.00215, 0.0464, 1.0]
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+
+
 def test_racing_drops_a_configuration_significantly_behind_and_stops_with_one_left():
     close = {"a": [0.90, 0.91, 0.905], "b": [0.50, 0.51, 0.49], "c": [0.905, 0.89, 0.91]}
     assert racing(close, 0.05) == ["a", "c"]
@@ -106,6 +134,10 @@ def test_racing_drops_a_configuration_significantly_behind_and_stops_with_one_le
         (
             "+hydra.sweeper.space.optimizer.nesterov_lr={low:0.1,high:0.9}",
             "hydra.sweeper.space.optimizer.nesterov_lr='optimizer.nesterov_lr' is not allowed: expected a key of every study's config (optimizer=sgd has no optimizer.nesterov_lr)",
+        ),
+        (
+            "hydra.sweeper.sampler=grid",
+            "hydra.sweeper.n_trials=16 is not allowed: expected k^3 (k >= 2) for sampler=grid over 3 searched keys",
         ),
         (
             "optimizer.lr=interval(0.01,0.1)",

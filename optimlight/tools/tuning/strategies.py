@@ -5,17 +5,34 @@ process (a study loaded from storage keeps no pruner)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import optuna
+from typing_extensions import override
 
 from optimlight.plugin.errors import ConfigError
+from optimlight.tools.tuning.space import Dimension, grid_points
 
-SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
+
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler in ask-and-tell studies: the sweeper's budget (the grid's size) ends a study, because
+    Optuna's sampler stops it through `study.stop()` after the last point, which raises outside `study.optimize`."""
+
+    @override
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: Any, values: Any) -> None:
+        pass
+
+
+SAMPLERS: dict[str, Callable[[int | None, Sequence[Dimension], int], optuna.samplers.BaseSampler]] = {
     # quasi-random (scrambled Sobol): even coverage of the space, the tuning playbook's choice for a fair budget
-    "qmc": lambda seed: optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False),
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, warn_independent_sampling=False),
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    "qmc": lambda seed, dims, n: optuna.samplers.QMCSampler(
+        qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False
+    ),
+    "tpe": lambda seed, dims, n: optuna.samplers.TPESampler(seed=seed, multivariate=True, warn_independent_sampling=False),
+    "random": lambda seed, dims, n: optuna.samplers.RandomSampler(seed=seed),
+    # every point of an even grid, in a seeded random order (a pruner compares a trial with those before it)
+    "grid": lambda seed, dims, n: GridSampler(grid_points(dims, n), seed=seed),
 }
 PRUNERS: dict[str, Callable[[int, int], optuna.pruners.BasePruner]] = {
     # asynchronous successive halving: a trial goes on past epoch min_epochs * rf^k only in the top 1/rf there
@@ -28,10 +45,11 @@ PRUNERS: dict[str, Callable[[int, int], optuna.pruners.BasePruner]] = {
 }
 
 
-def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int | None, dims: Sequence[Dimension], n_trials: int) -> optuna.samplers.BaseSampler:
+    """The study's sampler over `dims` (the grid takes its points from them and the budget `n_trials`)."""
     if name not in SAMPLERS:
         raise ConfigError("hydra.sweeper.sampler", name, f"one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](seed)
+    return SAMPLERS[name](seed, dims, n_trials)
 
 
 def make_pruner(name: str, min_epochs: int, reduction_factor: int) -> optuna.pruners.BasePruner:

@@ -161,7 +161,7 @@ class TuneSweep(Sweeper):
         study = open_study(
             f"{self.study_name}/{label}",
             self.storage,
-            make_sampler(self.sampler, seed),
+            make_sampler(self.sampler, seed, dims, self.n_trials),
             make_pruner(self.pruner, self.min_epochs, self.reduction_factor),
             [*choices, *shared, f"seed={seed}"],
         )
