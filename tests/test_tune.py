@@ -159,10 +159,12 @@ def studies_agree_with_records(storage: str, sweep: Path, name: str, n_trials: i
     assert len(trials) == n_trials and set(runs) == {f"trial-{t.number}" for t in trials}
     for t in trials:
         record = runs[f"trial-{t.number}"]
+        reported = [t.intermediate_values[epoch] for epoch in sorted(t.intermediate_values)]
+        assert reported == sorted(reported)  # the best val/acc so far, what selection uses, not one epoch's
         status = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}[t.state]
         assert record["status"] == status
         if status == "completed":
-            assert t.value == record["metrics"]["val/acc_best"] and len(record["epoch_times"]) == 3
+            assert t.value == record["metrics"]["val/acc_best"] == reported[-1] and len(record["epoch_times"]) == 3
         if status == "pruned":
             assert len(record["epoch_times"]) < 3 and "test/acc" not in record["metrics"]
     return sum(len(r["epoch_times"]) for r in runs.values())

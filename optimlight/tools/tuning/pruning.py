@@ -19,6 +19,7 @@ from typing_extensions import override
 
 from optimlight.app.callbacks import StopsRun
 from optimlight.tools.tuning.strategies import make_pruner
+from optimlight.tools.tuning.studies import OBJECTIVE
 
 log = logging.getLogger(__name__)
 STORAGE, STUDY, TRIAL_ID = "OPTIMLIGHT_TUNE_STORAGE", "OPTIMLIGHT_TUNE_STUDY", "OPTIMLIGHT_TUNE_TRIAL_ID"
@@ -53,9 +54,11 @@ def stops_trial(trial: optuna.Trial, monitor: str, value: float, epoch: int, max
 
 class TrialPruning(StopsRun):
     """After each validation epoch, reports `monitor` to the run's trial (step = the epoch, counted from 1); stops
-    the run with status `pruned` when the study's pruner says the trial cannot catch up, before its last epoch."""
+    the run with status `pruned` when the study's pruner says the trial cannot catch up, before its last epoch.
+    The default is what the sweeper selects on, OBJECTIVE (the best val/acc so far): a one-epoch dip in `val/acc`
+    does not stop a trial that selection would keep."""
 
-    def __init__(self, monitor: str = "val/acc") -> None:
+    def __init__(self, monitor: str = OBJECTIVE) -> None:
         self.monitor = monitor
         self.trial: optuna.Trial | None = None
 
