@@ -100,8 +100,8 @@ def dimensions(space: Mapping, cfg: DictConfig, study: str) -> list[Dimension]:
 
 
 def grid_points(dims: Sequence[Dimension], n_trials: int) -> dict[str, list[float]]:
-    """The grid sampler's points: k per dimension with k^d = n_trials, evenly spaced (in log space where `log`), inner
-    points at 3 significant digits so a run dir reads lr=0.000373 (1e-4 ... 1 in 8 points is the grid of 36dedde)."""
+    """The grid sampler's points: k per dimension with k^d = n_trials, evenly spaced (in log space where `log`), the
+    ends exact and inner points at 3 significant digits, so a run's overrides read lr=0.000373."""
     k = round(n_trials ** (1 / len(dims))) if dims else 0
     if k < 2 or k ** len(dims) != n_trials:
         n = len(dims)
