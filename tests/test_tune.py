@@ -136,6 +136,10 @@ def test_racing_drops_a_configuration_significantly_behind_and_stops_with_one_le
             "hydra.sweeper.space.optimizer.nesterov_lr='optimizer.nesterov_lr' is not allowed: expected a key of every study's config (optimizer=sgd has no optimizer.nesterov_lr)",
         ),
         (
+            "callbacks.tune_pruning.monitor=val/nothing",
+            "callbacks.tune_pruning.monitor='val/nothing' is not allowed: expected null or a metric the run logs",
+        ),
+        (
             "hydra.sweeper.sampler=grid",
             "hydra.sweeper.n_trials=16 is not allowed: expected k^3 (k >= 2) for sampler=grid over 3 searched keys",
         ),

@@ -102,9 +102,9 @@ def dimensions(space: Mapping, cfg: DictConfig, study: str) -> list[Dimension]:
 def grid_points(dims: Sequence[Dimension], n_trials: int) -> dict[str, list[float]]:
     """The grid sampler's points: k per dimension with k^d = n_trials, evenly spaced (in log space where `log`), the
     ends exact and inner points at 3 significant digits, so a run's overrides read lr=0.000373."""
-    k = round(n_trials ** (1 / len(dims))) if dims else 0
-    if k < 2 or k ** len(dims) != n_trials:
-        n = len(dims)
+    n = len(dims)
+    k = round(n_trials ** (1 / n)) if n else 0
+    if k < 2 or k**n != n_trials:
         raise ConfigError("hydra.sweeper.n_trials", n_trials, f"k^{n} (k >= 2) for sampler=grid over {n} searched keys")
     points = {}
     for d in dims:

@@ -6,7 +6,6 @@ process (a study loaded from storage keeps no pruner)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import optuna
 from typing_extensions import override
@@ -20,7 +19,9 @@ class GridSampler(optuna.samplers.GridSampler):
     Optuna's sampler stops it through `study.stop()` after the last point, which raises outside `study.optimize`."""
 
     @override
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: Any, values: Any) -> None:
+    def after_trial(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState, values: Sequence[float] | None
+    ) -> None:
         pass
 
 

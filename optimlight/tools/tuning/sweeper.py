@@ -30,6 +30,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from optimlight.app.record import read_results
+from optimlight.app.validate import validate
 from optimlight.plugin.errors import ConfigError
 from optimlight.tools.compare import write_comparison
 from optimlight.tools.sweep import job_error
@@ -125,7 +126,8 @@ class TuneSweep(Sweeper):
             return
         self.wait_for_other_workers(studies, seed)
         self.run_finals(studies, seed)
-        write_comparison(self.root / FINAL)
+        if (self.root / FINAL).is_dir():  # not when no study completed a trial
+            write_comparison(self.root / FINAL)
         report = write_tune_report(self.root, studies, self.n_trials, self.final)
         log.info("tune: %s", report)
 
@@ -153,10 +155,11 @@ class TuneSweep(Sweeper):
         return [list(combo) for combo in itertools.product(*lists)], shared, seed
 
     def open(self, choices: list[str], shared: list[str], seed: int) -> Study:
-        """One study: its config composed (a composition error stops the sweep here, before any trial), its space
-        checked against that config, its database entry created or resumed."""
+        """One study: its config composed and validated (a bad value stops the sweep here, before any trial), its
+        space checked against that config, its database entry created or resumed."""
         label = " ".join(choices) or "default"
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, [*choices, *shared])
+        validate(cfg)  # what each trial's preflight would refuse, refused once, before any trial
         dims = dimensions(self.space, cfg, label)
         study = open_study(
             f"{self.study_name}/{label}",
